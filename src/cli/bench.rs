@@ -1,0 +1,141 @@
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use tierline::config::Config;
+use tierline::inference::{self, BackendKind, Encoder};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Encoder throughput and latency per batch size (tokenization included, as in PyTorch's
+    /// `encode`), on the project's sentence set.
+    Encoder(EncoderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EncoderArgs {
+    /// One sentence per line.
+    #[arg(long, default_value = "benches/sentences.txt")]
+    sentences: PathBuf,
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
+    batch_sizes: Vec<usize>,
+    /// Measure each batch size for at least this long (and at least one pass over the sentences).
+    #[arg(long, default_value_t = 5.0)]
+    min_seconds: f64,
+    /// Untimed batches before measuring.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Transformer implementation: auto, packed or generic (candle-transformers).
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// Print one JSON object (the compare runner reads it).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Auto,
+    Packed,
+    Generic,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct BatchResult {
+    batch_size: usize,
+    sentences_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    batches: usize,
+}
+
+pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Encoder(args) => bench_encoder(config, args),
+    }
+}
+
+fn bench_encoder(config: Config, args: EncoderArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.sentences)
+        .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.sentences.display()))?;
+    let sentences: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    anyhow::ensure!(!sentences.is_empty(), "{} holds no sentences", args.sentences.display());
+    anyhow::ensure!(args.batch_sizes.iter().all(|&b| b > 0), "batch sizes must be positive");
+    let backend = match args.backend {
+        BackendArg::Auto => BackendKind::Auto,
+        BackendArg::Packed => BackendKind::Packed,
+        BackendArg::Generic => BackendKind::Generic,
+    };
+    let encoder = inference::load_encoder(&config, backend, !args.json)?;
+    let info = encoder.info().clone();
+    let mut results = Vec::new();
+    for &batch_size in &args.batch_sizes {
+        let result = measure(&encoder, &sentences, batch_size, args.warmup, Duration::from_secs_f64(args.min_seconds))?;
+        if !args.json {
+            eprintln!(
+                "batch {:>3}: {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} batches)",
+                result.batch_size, result.sentences_per_sec, result.p50_ms, result.p99_ms, result.batches
+            );
+        }
+        results.push(result);
+    }
+    let report = serde_json::json!({
+        "engine": "tierline-candle",
+        "precision": "f32",
+        "backend": info.backend,
+        "model": info.id,
+        "threads": rayon::current_num_threads(),
+        "simd": format!("{:?}", inference::kernels::simd_level()),
+        "sentences": sentences.len(),
+        "results": results,
+    });
+    if args.json {
+        println!("{report}");
+    }
+    Ok(())
+}
+
+fn measure(
+    encoder: &Encoder,
+    sentences: &[&str],
+    batch_size: usize,
+    warmup: usize,
+    min_time: Duration,
+) -> anyhow::Result<BatchResult> {
+    let mut cursor = 0;
+    let mut next_batch = || -> Vec<&str> {
+        let batch = (0..batch_size).map(|i| sentences[(cursor + i) % sentences.len()]).collect();
+        cursor = (cursor + batch_size) % sentences.len();
+        batch
+    };
+    let run = |batch: &[&str]| -> anyhow::Result<()> {
+        let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let embeddings = encoder.embed(&refs)?.to_vec2::<f32>()?;
+        std::hint::black_box(embeddings);
+        Ok(())
+    };
+    for _ in 0..warmup {
+        run(&next_batch())?;
+    }
+    let mut latencies = Vec::new();
+    let mut done = 0;
+    let started = Instant::now();
+    while started.elapsed() < min_time || done < sentences.len() {
+        let batch = next_batch();
+        let t0 = Instant::now();
+        run(&batch)?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1e3);
+        done += batch.len();
+    }
+    let total = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
+    Ok(BatchResult {
+        batch_size,
+        sentences_per_sec: done as f64 / total,
+        p50_ms: percentile(0.5),
+        p99_ms: percentile(0.99),
+        batches: latencies.len(),
+    })
+}

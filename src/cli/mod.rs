@@ -1,0 +1,66 @@
+//! Subcommands; each lives in its own module and calls library services.
+
+mod bench;
+mod embed;
+mod models;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tierline::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "tierline", version, about = "Self-hosted AI customer-support automation")]
+pub struct Cli {
+    /// Configuration file (default: ./tierline.toml when present, else built-in defaults).
+    #[arg(long, global = true, env = "TIERLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Inference device: auto, cpu, cuda, cuda:N or metal (overrides `engine.device`).
+    #[arg(long, global = true)]
+    pub device: Option<String>,
+    /// More log output (-v info, -vv debug); RUST_LOG wins when set.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (pulls the models on first start).
+    Serve(serve::ServeArgs),
+    /// Pull, list and locate models.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Embed texts given as arguments or one per line on stdin; prints JSON lines.
+    Embed(embed::EmbedArgs),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,tierline=info",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(device) = cli.device {
+        tierline::inference::DeviceRequest::parse(&device).map_err(anyhow::Error::msg)?;
+        config.engine.device = device;
+    }
+    match cli.command {
+        Command::Serve(args) => serve::run(config, args),
+        Command::Models(command) => models::run(config, command),
+        Command::Embed(args) => embed::run(config, args),
+        Command::Bench(command) => bench::run(config, command),
+    }
+}

@@ -1,0 +1,103 @@
+//! `POST /v1/embed`: embeddings for a batch of texts.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub revision: String,
+    pub dimensions: usize,
+    pub data: Vec<EmbeddingItem>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EmbeddingItem {
+    pub index: usize,
+    pub embedding: Vec<f32>,
+    pub tokens: usize,
+    /// The text was longer than the model's limit and only its beginning was encoded.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Usage {
+    pub tokens: usize,
+}
+
+pub async fn embed(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<EmbedRequest>,
+) -> Result<Json<EmbedResponse>, ApiError> {
+    let limits = state.limits();
+    validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+    let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
+    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let outputs = tokio::time::timeout(timeout, engine.embed(request.texts)).await.map_err(|_| ApiError {
+        retry_after_secs: Some(1),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("no result within {} ms", timeout.as_millis()),
+        )
+    })??;
+    let info = engine.info();
+    let usage = Usage { tokens: outputs.iter().map(|o| o.tokens).sum() };
+    let data = outputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, out)| EmbeddingItem {
+            index,
+            embedding: out.embedding,
+            tokens: out.tokens,
+            truncated: out.truncated,
+        })
+        .collect();
+    Ok(Json(EmbedResponse {
+        model: info.id.clone(),
+        revision: info.revision.clone(),
+        dimensions: info.dimensions,
+        data,
+        usage,
+    }))
+}
+
+/// Count, size and emptiness checks shared by every endpoint that takes texts.
+pub fn validate_texts(texts: &[String], max_texts: usize, max_bytes: usize) -> Result<(), ApiError> {
+    if texts.is_empty() {
+        return Err(ApiError::invalid("texts", "`texts` must hold at least one text"));
+    }
+    if texts.len() > max_texts {
+        return Err(ApiError::too_large(
+            "texts",
+            format!("{} texts in one request; the limit is {max_texts}", texts.len()),
+        ));
+    }
+    for (index, text) in texts.iter().enumerate() {
+        if text.trim().is_empty() {
+            return Err(ApiError::invalid(format!("texts[{index}]"), "text is empty"));
+        }
+        if text.len() > max_bytes {
+            return Err(ApiError::too_large(
+                format!("texts[{index}]"),
+                format!("text is {} bytes; the limit is {max_bytes}", text.len()),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Shared server state: the engine once the model is loaded, limits, metrics.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use prometheus::{HistogramOpts, HistogramVec, Registry};
+
+use crate::config::ServerConfig;
+use crate::inference::Engine;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: OnceLock<Engine>,
+    load_error: RwLock<Option<String>>,
+    limits: ServerConfig,
+    registry: Registry,
+    http_seconds: HistogramVec,
+}
+
+impl AppState {
+    pub fn new(limits: ServerConfig, registry: Registry) -> anyhow::Result<Self> {
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new("tierline_http_request_seconds", "HTTP request latency by route and status")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+            &["route", "status"],
+        )?;
+        registry.register(Box::new(http_seconds.clone()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine: OnceLock::new(),
+                load_error: RwLock::new(None),
+                limits,
+                registry,
+                http_seconds,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.inner.engine.get()
+    }
+
+    pub fn set_engine(&self, engine: Engine) {
+        if self.inner.engine.set(engine).is_err() {
+            tracing::warn!("engine already set; ignoring the second one");
+        }
+    }
+
+    pub fn set_load_error(&self, error: String) {
+        *self.inner.load_error.write().unwrap_or_else(|p| p.into_inner()) = Some(error);
+    }
+
+    pub fn load_error(&self) -> Option<String> {
+        self.inner.load_error.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn limits(&self) -> &ServerConfig {
+        &self.inner.limits
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn http_seconds(&self) -> &HistogramVec {
+        &self.inner.http_seconds
+    }
+}

@@ -1,0 +1,362 @@
+//! Sentence encoder: tokenizer + BERT-family transformer + pooling, as the model folder's
+//! sentence-transformers config says. Two backends compute the same function:
+//! - `packed`: our padding-free BERT with fused CPU kernels (BERT on CPU, the fast path);
+//! - `generic`: candle-transformers' BERT, DistilBERT and XLM-RoBERTa on any candle device.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::{bert, distilbert, xlm_roberta};
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationParams};
+
+use super::packed_bert::{BertConfig, PackedBert};
+use super::source::ResolvedModel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+    Cls,
+    Max,
+}
+
+/// Which implementation runs the transformer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Packed when the model and device allow it, else generic.
+    Auto,
+    Packed,
+    Generic,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EncoderInfo {
+    pub id: String,
+    pub revision: String,
+    pub architecture: String,
+    pub backend: String,
+    pub device: String,
+    pub dimensions: usize,
+    pub max_tokens: usize,
+    pub pooling: Pooling,
+    pub normalize: bool,
+}
+
+enum Backend {
+    Packed(PackedBert),
+    Bert(bert::BertModel),
+    DistilBert(distilbert::DistilBertModel),
+    XlmRoberta(xlm_roberta::XLMRobertaModel),
+}
+
+pub struct Encoder {
+    info: EncoderInfo,
+    tokenizer: Tokenizer,
+    backend: Backend,
+    device: Device,
+}
+
+/// Token ids of one text after truncation.
+#[derive(Debug, Clone)]
+pub struct TokenizedText {
+    pub ids: Vec<u32>,
+    /// True when the text was cut at the model's maximum length.
+    pub truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct ArchProbe {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    max_position_embeddings: Option<usize>,
+    pad_token_id: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct StModule {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct StPooling {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct StConfig {
+    max_seq_length: Option<usize>,
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+}
+
+/// Pooling and normalisation from sentence-transformers' `modules.json`; mean pooling without
+/// normalisation for a bare transformer folder.
+fn pooling_from_folder(dir: &Path) -> anyhow::Result<(Pooling, bool)> {
+    let modules_path = dir.join("modules.json");
+    if !modules_path.exists() {
+        tracing::warn!(dir = %dir.display(), "no modules.json: using mean pooling without normalisation");
+        return Ok((Pooling::Mean, false));
+    }
+    let modules: Vec<StModule> = read_json(&modules_path)?;
+    let normalize = modules.iter().any(|m| m.kind.ends_with("Normalize"));
+    let pooling = match modules.iter().find(|m| m.kind.ends_with("Pooling")) {
+        None => Pooling::Cls,
+        Some(module) => {
+            let config: StPooling = read_json(&dir.join(&module.path).join("config.json"))?;
+            match (config.pooling_mode_mean_tokens, config.pooling_mode_cls_token, config.pooling_mode_max_tokens) {
+                (true, false, false) => Pooling::Mean,
+                (false, true, false) => Pooling::Cls,
+                (false, false, true) => Pooling::Max,
+                _ => bail!("{}: unsupported pooling combination", module.path),
+            }
+        }
+    };
+    Ok((pooling, normalize))
+}
+
+impl Encoder {
+    pub fn load(model: &ResolvedModel, device: &Device, backend: BackendKind, threads: usize) -> anyhow::Result<Self> {
+        let dir = &model.dir;
+        let config_path = dir.join("config.json");
+        let config_text =
+            std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
+        let probe: ArchProbe =
+            serde_json::from_str(&config_text).with_context(|| format!("invalid {}", config_path.display()))?;
+        let model_type = probe
+            .model_type
+            .clone()
+            .or_else(|| probe.architectures.first().map(|a| a.to_lowercase()))
+            .unwrap_or_default();
+        let arch = match model_type.as_str() {
+            "bert" => "bert",
+            "distilbert" => "distilbert",
+            "xlm-roberta" | "roberta" => "xlm-roberta",
+            other => bail!(
+                "{}: model_type `{other}` is not supported (bert, distilbert, xlm-roberta)",
+                config_path.display()
+            ),
+        };
+        let (pooling, normalize) = pooling_from_folder(dir)?;
+        // RoBERTa positions start after the padding index.
+        let position_offset = if arch == "xlm-roberta" { probe.pad_token_id.unwrap_or(1) + 1 } else { 0 };
+        let position_limit = probe.max_position_embeddings.unwrap_or(512).saturating_sub(position_offset);
+        let st_config = dir.join("sentence_bert_config.json");
+        let max_tokens = if st_config.exists() {
+            read_json::<StConfig>(&st_config)?.max_seq_length.unwrap_or(position_limit).min(position_limit)
+        } else {
+            position_limit
+        };
+
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|err| anyhow::anyhow!("cannot load {}: {err}", dir.join("tokenizer.json").display()))?;
+        // Shipped tokenizers often pad to a fixed 128 and truncate at 128: we batch ourselves
+        // and truncate at the model's real limit.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|err| anyhow::anyhow!("cannot set truncation: {err}"))?;
+
+        let weights = dir.join("model.safetensors");
+        // SAFETY: the weights file is memory-mapped read-only; tierline never writes model files
+        // it has loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+            .with_context(|| format!("cannot map {}", weights.display()))?;
+
+        let packed_possible = arch == "bert" && device.is_cpu();
+        let use_packed = match backend {
+            BackendKind::Auto => packed_possible,
+            BackendKind::Packed if !packed_possible => {
+                bail!("the packed backend runs BERT models on the CPU only (model: {arch}, device: {device:?})")
+            }
+            BackendKind::Packed => true,
+            BackendKind::Generic => false,
+        };
+        let backend = if use_packed {
+            let config: BertConfig = serde_json::from_str(&config_text)?;
+            match config.unsupported_reason() {
+                Some(reason) if backend == BackendKind::Auto => {
+                    tracing::info!(%reason, "packed backend not applicable, using the generic one");
+                    Backend::Bert(bert::BertModel::load(vb, &serde_json::from_str(&config_text)?)?)
+                }
+                _ => Backend::Packed(PackedBert::load(vb, &config, threads)?),
+            }
+        } else {
+            match arch {
+                "bert" => Backend::Bert(bert::BertModel::load(vb, &serde_json::from_str(&config_text)?)?),
+                "distilbert" => {
+                    Backend::DistilBert(distilbert::DistilBertModel::load(vb, &serde_json::from_str(&config_text)?)?)
+                }
+                _ => {
+                    let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") {
+                        vb.pp("roberta")
+                    } else {
+                        vb
+                    };
+                    Backend::XlmRoberta(xlm_roberta::XLMRobertaModel::new(&serde_json::from_str(&config_text)?, vb)?)
+                }
+            }
+        };
+        let dimensions = dimensions_of(&config_text)?;
+        let backend_name = match backend {
+            Backend::Packed(_) => "packed",
+            _ => "generic",
+        };
+        let info = EncoderInfo {
+            id: model.id.clone(),
+            revision: model.revision.clone(),
+            architecture: arch.to_string(),
+            backend: backend_name.to_string(),
+            device: device_label(device),
+            dimensions,
+            max_tokens,
+            pooling,
+            normalize,
+        };
+        tracing::info!(model = %info.id, arch, backend = backend_name, max_tokens, ?pooling, normalize, "encoder loaded");
+        Ok(Self { info, tokenizer, backend, device: device.clone() })
+    }
+
+    pub fn info(&self) -> &EncoderInfo {
+        &self.info
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn tokenize(&self, text: &str) -> anyhow::Result<TokenizedText> {
+        tokenize_with(&self.tokenizer, self.info.max_tokens, text)
+    }
+
+    /// Pooled (and, per the model config, L2-normalised) embeddings `[batch, dimensions]`, on the
+    /// encoder's device.
+    pub fn embed(&self, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
+        if batch.is_empty() {
+            return Ok(Tensor::zeros((0, self.info.dimensions), DType::F32, &self.device)?);
+        }
+        let pooled = match &self.backend {
+            Backend::Packed(model) => self.embed_packed(model, batch)?,
+            _ => self.embed_generic(batch)?,
+        };
+        if !self.info.normalize {
+            return Ok(pooled);
+        }
+        let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        Ok(pooled.broadcast_div(&norms)?)
+    }
+
+    fn embed_packed(&self, model: &PackedBert, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
+        let h = model.hidden_size();
+        let pooling = self.info.pooling;
+        let pooled = model.forward(batch, |states, spans| {
+            let mut pooled = vec![0.0f32; spans.len() * h];
+            for (out, span) in pooled.chunks_exact_mut(h).zip(spans) {
+                let rows = &states[span.start * h..(span.start + span.len) * h];
+                match pooling {
+                    Pooling::Cls => out.copy_from_slice(&rows[..h]),
+                    Pooling::Mean => {
+                        for row in rows.chunks_exact(h) {
+                            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+                        }
+                        let inv = 1.0 / span.len as f32;
+                        out.iter_mut().for_each(|o| *o *= inv);
+                    }
+                    Pooling::Max => {
+                        out.fill(f32::NEG_INFINITY);
+                        for row in rows.chunks_exact(h) {
+                            out.iter_mut().zip(row).for_each(|(o, v)| *o = o.max(*v));
+                        }
+                    }
+                }
+            }
+            pooled
+        })?;
+        Ok(Tensor::from_vec(pooled, (batch.len(), h), &Device::Cpu)?)
+    }
+
+    fn embed_generic(&self, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
+        let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let pad_id = self.tokenizer.get_padding().map_or(0, |p| p.pad_id);
+        let mut ids = Vec::with_capacity(batch.len() * longest);
+        let mut mask = Vec::with_capacity(batch.len() * longest);
+        for seq in batch {
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(pad_id, longest - seq.len()));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - seq.len()));
+        }
+        let shape = (batch.len(), longest);
+        let input_ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let attention_mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let token_type_ids = input_ids.zeros_like()?;
+        let states = match &self.backend {
+            Backend::Bert(model) => model.forward(&input_ids, &token_type_ids, Some(&attention_mask))?,
+            Backend::DistilBert(model) => {
+                // DistilBERT's mask marks the positions to hide.
+                let hide = attention_mask.eq(0u32)?.unsqueeze(1)?.unsqueeze(1)?;
+                model.forward(&input_ids, &hide)?
+            }
+            Backend::XlmRoberta(model) => {
+                model.forward(&input_ids, &attention_mask, &token_type_ids, None, None, None)?
+            }
+            Backend::Packed(_) => unreachable!("packed models take the packed path"),
+        };
+        let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
+        let pooled = match self.info.pooling {
+            Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => states.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&mask.sum(1)?)?,
+            Pooling::Max => {
+                // Padded positions must never win the max.
+                let hidden = (mask.ones_like()? - &mask)?.affine(-1e9, 0.0)?;
+                states.broadcast_add(&hidden)?.max(1)?
+            }
+        };
+        Ok(pooled)
+    }
+}
+
+/// Tokenizes one text with special tokens, truncated at `max_tokens`.
+pub fn tokenize_with(tokenizer: &Tokenizer, max_tokens: usize, text: &str) -> anyhow::Result<TokenizedText> {
+    let encoding = tokenizer.encode(text, true).map_err(|err| anyhow::anyhow!("tokenizer failed: {err}"))?;
+    let ids = encoding.get_ids().to_vec();
+    let truncated = !encoding.get_overflowing().is_empty() || ids.len() >= max_tokens;
+    Ok(TokenizedText { ids, truncated })
+}
+
+fn dimensions_of(config_text: &str) -> anyhow::Result<usize> {
+    let value: serde_json::Value = serde_json::from_str(config_text)?;
+    value
+        .get("hidden_size")
+        .or_else(|| value.get("dim"))
+        .and_then(|v| v.as_u64())
+        .map(|v| v as usize)
+        .context("config.json has neither `hidden_size` nor `dim`")
+}
+
+fn device_label(device: &Device) -> String {
+    match device {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(_) => "cuda".into(),
+        Device::Metal(_) => "metal".into(),
+    }
+}

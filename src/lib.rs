@@ -1,0 +1,9 @@
+//! tierline: a self-hosted engine for AI customer-support automation.
+//!
+//! Layers point one way: `http` (transport) -> domain services -> `inference` (models).
+//! See ARCHITECTURE.md.
+
+pub mod config;
+pub mod http;
+pub mod inference;
+pub mod server;

@@ -1,0 +1,74 @@
+//! Server bootstrap shared by `tierline serve` and the integration tests: bind first (so
+//! `/health` answers at once), load the model on a blocking thread, then serve `/ready`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
+
+/// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
+/// when the model cannot be loaded.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let state = AppState::new(config.server.clone(), registry.clone())?;
+    let engine_metrics = EngineMetrics::register(&registry)?;
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let load_state = state.clone();
+    let load_config = config.clone();
+    tokio::spawn(async move {
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Engine> {
+            let encoder = inference::load_encoder(&load_config, BackendKind::Auto, true)?;
+            Engine::start(encoder, HeadSet::default(), BatchLimits::from_config(&load_config.engine), engine_metrics)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(engine)) => {
+                tracing::info!(model = %engine.info().id, backend = %engine.info().backend, "ready");
+                load_state.set_engine(engine);
+            }
+            Ok(Err(err)) => {
+                tracing::error!("cannot load the encoder: {err:#}");
+                load_state.set_load_error(format!("{err:#}"));
+                let _ = failed_tx.send(());
+            }
+            Err(err) => {
+                load_state.set_load_error(format!("model loading task failed: {err}"));
+                let _ = failed_tx.send(());
+            }
+        }
+    });
+
+    let load_failed = async move {
+        // The sender is dropped without a message when loading succeeds: that is no reason to stop.
+        if failed_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = load_failed => {}
+        }
+    };
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    http::serve(listener, state.clone(), stop, grace).await?;
+    if let Some(engine) = state.engine() {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || engine.shutdown()).await?;
+    }
+    if let Some(error) = state.load_error() {
+        anyhow::bail!("{error}");
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! Shared helpers: configuration rooted at the crate, the real encoder loaded once per test binary.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use tierline::config::Config;
+use tierline::inference::{self, BackendKind, Encoder};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Defaults, with paths anchored at the crate root so every test shares one model cache
+/// (`data/models`, the same one `cargo run -- serve` uses).
+pub fn config() -> Config {
+    let mut config = Config::default();
+    config.data_dir = root().join("data");
+    config.models.manifest = root().join("models/models.toml");
+    config.models.local_dir = root().join("models/local");
+    config.engine.device = "cpu".into();
+    config
+}
+
+pub fn encoder(backend: BackendKind) -> &'static Encoder {
+    static PACKED: OnceLock<Encoder> = OnceLock::new();
+    static GENERIC: OnceLock<Encoder> = OnceLock::new();
+    let cell = match backend {
+        BackendKind::Generic => &GENERIC,
+        _ => &PACKED,
+    };
+    cell.get_or_init(|| {
+        inference::load_encoder(&config(), backend, false)
+            .expect("the encoder loads (pulled through the configured sources)")
+    })
+}
+
+pub fn embed(encoder: &Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder.tokenize(t).unwrap().ids).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    encoder.embed(&refs).unwrap().to_vec2::<f32>().unwrap()
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb)
+}

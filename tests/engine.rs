@@ -1,0 +1,87 @@
+//! The batched engine with the real model: concurrency, one pass per batch, overload, callers
+//! that go away.
+
+mod common;
+
+use std::time::Duration;
+
+use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineError, EngineMetrics, HeadSet};
+
+fn start(limits: BatchLimits) -> (Engine, EngineMetrics) {
+    let encoder = inference::load_encoder(&common::config(), BackendKind::Auto, false).unwrap();
+    let metrics = EngineMetrics::register(&prometheus::Registry::new()).unwrap();
+    (Engine::start(encoder, HeadSet::default(), limits, metrics.clone()).unwrap(), metrics)
+}
+
+fn limits(max_queued_texts: usize) -> BatchLimits {
+    BatchLimits { max_queued_texts, max_batch_tokens: 4096, max_batch_texts: 32, max_wait: Duration::from_millis(2) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_are_batched_and_each_gets_its_own_answer() {
+    let (engine, metrics) = start(limits(1024));
+    let texts: Vec<String> = (0..48)
+        .map(|i| format!("order {i} has not arrived, the tracking page shows nothing since {} days", i % 7 + 1))
+        .collect();
+    let alone = engine.embed(vec![texts[5].clone()]).await.unwrap();
+    let tasks: Vec<_> = texts
+        .iter()
+        .map(|t| {
+            let engine = engine.clone();
+            let text = t.clone();
+            tokio::spawn(async move { engine.embed(vec![text]).await })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for task in tasks {
+        outputs.push(task.await.unwrap().unwrap().remove(0));
+    }
+    let diff = alone[0].embedding.iter().zip(&outputs[5].embedding).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-5, "the answer belongs to its own text (diff {diff})");
+    assert_ne!(outputs[4].embedding, outputs[5].embedding);
+    let passes = metrics.batch_size.get_sample_count();
+    assert!(passes < 1 + texts.len() as u64, "48 concurrent texts took {passes} passes: some were batched");
+    assert_eq!(metrics.texts_total.get(), 49);
+    assert_eq!(engine.queued_texts(), 0);
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_an_explicit_overload_error() {
+    let (engine, metrics) = start(limits(8));
+    let err = engine.embed(vec!["hello".to_string(); 9]).await.unwrap_err();
+    assert!(matches!(err, EngineError::Overloaded { limit: 8, retry_after_secs: 1.., .. }), "{err:?}");
+    assert_eq!(metrics.overloaded_total.get(), 1);
+    assert_eq!(engine.queued_texts(), 0, "a refused request holds no capacity");
+    assert_eq!(engine.embed(vec!["hello".to_string(); 8]).await.unwrap().len(), 8);
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn texts_whose_caller_went_away_are_dropped_before_inference() {
+    let (engine, metrics) = start(limits(1024));
+    let busy: Vec<String> = (0..512).map(|i| format!("{i} ").repeat(60)).collect();
+    let background = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.embed(busy).await })
+    };
+    // Wait until the worker is inside the busy request's batches (16 of them).
+    while metrics.batch_size.get_sample_count() == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // Admitted and queued behind the busy batch, then abandoned.
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(30), engine.embed(vec!["never mind".to_string(); 3])).await;
+    assert!(abandoned.is_err(), "the engine was busy; the short request timed out");
+    background.await.unwrap().unwrap();
+    for _ in 0..100 {
+        if engine.queued_texts() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.queued_texts(), 0, "abandoned texts released their capacity");
+    assert_eq!(metrics.cancelled_total.get(), 3);
+    assert_eq!(metrics.texts_total.get(), 512, "abandoned texts were never encoded");
+    engine.shutdown();
+}

@@ -1,0 +1,199 @@
+//! The HTTP API over real sockets with the real model: answers, JSON errors, overload.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tierline::config::Config;
+
+struct TestServer {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    client: reqwest::Client,
+}
+
+impl TestServer {
+    async fn start(config: Config) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(tierline::server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let response = client.get(format!("{base}/ready")).send().await.unwrap();
+            if response.status() == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server not ready: {}", response.text().await.unwrap());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { base, stop: Some(stop), task, client }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("error bodies are JSON"))
+    }
+
+    async fn get_text(&self, path: &str) -> (u16, String) {
+        let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
+    let server = TestServer::start(common::config()).await;
+
+    let (status, health) = server.get_text("/health").await;
+    assert_eq!((status, health.contains("ok")), (200, true));
+
+    let (status, body) = server
+        .post("/v1/embed", json!({ "texts": ["How do I reset my password?", "What is your refund policy?"] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["dimensions"], 384);
+    assert_eq!(body["model"], "sentence-transformers/all-MiniLM-L6-v2");
+    let first: Vec<f32> = serde_json::from_value(body["data"][0]["embedding"].clone()).unwrap();
+    let second: Vec<f32> = serde_json::from_value(body["data"][1]["embedding"].clone()).unwrap();
+    assert!((first[0] - 0.006903).abs() < 1e-4 && (first[1] + 0.063023).abs() < 1e-4);
+    assert!((common::cosine(&first, &second) - 0.1610).abs() < 1e-4);
+    assert_eq!(body["data"][0]["tokens"], 9);
+    assert_eq!(
+        body["usage"]["tokens"].as_u64().unwrap(),
+        body["data"][0]["tokens"].as_u64().unwrap() + body["data"][1]["tokens"].as_u64().unwrap()
+    );
+
+    // Each bad request: status, error code, and the field named where there is one.
+    let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
+        (json!({ "texts": [] }), 422, "invalid_field", Some("texts")),
+        (json!({ "texts": ["ok", "   "] }), 422, "invalid_field", Some("texts[1]")),
+        (json!({ "texts": vec!["x"; 257] }), 413, "too_large", Some("texts")),
+        (json!({ "texts": ["a".repeat(40_000)] }), 413, "too_large", Some("texts[0]")),
+        (json!({ "texts": "not a list" }), 422, "invalid_body", None),
+        (json!({ "texts": ["ok"], "normalise": true }), 422, "invalid_body", None),
+        (json!({}), 422, "invalid_body", None),
+    ];
+    for (request, status, code, field) in cases {
+        let (got, body) = server.post("/v1/embed", request.clone()).await;
+        assert_eq!(got, status, "{request}: {body}");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+        if let Some(field) = field {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    }
+    let (status, body) =
+        server.post_raw("/v1/embed", "application/json", b"{\"texts\": [\"unterminated".to_vec()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("malformed_json")));
+    let (status, body) =
+        server.post_raw("/v1/embed", "application/json", b"{\"texts\": [\"\xff\xfe\"]}".to_vec()).await;
+    assert_eq!(status, 400, "invalid UTF-8 is refused: {body}");
+    let (status, body) = server.post_raw("/v1/embed", "text/plain", b"{\"texts\": [\"hi\"]}".to_vec()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (415, Some("unsupported_media_type")));
+    let big = format!("{{\"texts\": [\"{}\"]}}", "a".repeat(3 * 1024 * 1024));
+    let (status, body) = server.post_raw("/v1/embed", "application/json", big.into_bytes()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("too_large")));
+    let (status, body) = server.post_raw("/v1/nope", "application/json", b"{}".to_vec()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+
+    let (status, metrics) = server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "tierline_engine_batch_size",
+        "tierline_engine_inference_seconds",
+        "tierline_engine_queue_seconds",
+        "tierline_http_request_seconds",
+        "tierline_engine_queued_texts",
+    ] {
+        assert!(metrics.contains(name), "missing {name}");
+    }
+    server.stop().await;
+}
+
+/// Reads `name{le="1"}` and `name_count` from Prometheus text.
+fn histogram_le1_and_count(metrics: &str, name: &str) -> (f64, f64) {
+    let value = |prefix: &str| {
+        metrics
+            .lines()
+            .find(|line| line.starts_with(prefix))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value(&format!("{name}_bucket{{le=\"1\"}}")), value(&format!("{name}_count")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_answers_or_429_and_batches_form() {
+    let mut config = common::config();
+    // A small queue so 200 clients overflow it; each request carries 4 texts.
+    config.engine.max_queued_texts = 256;
+    config.server.max_texts_per_request = 64;
+    let server = TestServer::start(config).await;
+    let texts: Vec<String> = (0..4)
+        .map(|i| format!("Ticket {i}: my dashboard export to CSV fails with error E{i}42 since this morning"))
+        .collect();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let client = server.client.clone();
+        let url = format!("{}/v1/embed", server.base);
+        let body = json!({ "texts": texts });
+        tasks.push(tokio::spawn(async move {
+            let response = client.post(url).json(&body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            let body: Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }));
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    for task in tasks {
+        let (status, retry_after, body) = task.await.unwrap();
+        match status {
+            200 => {
+                ok += 1;
+                assert_eq!(body["data"].as_array().unwrap().len(), 4);
+            }
+            429 => {
+                overloaded += 1;
+                assert_eq!(body["error"]["code"], "overloaded");
+                assert!(retry_after.unwrap().parse::<u64>().unwrap() >= 1);
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(ok > 0, "some requests are served");
+    let (_, metrics) = server.get_text("/metrics").await;
+    let (single, batches) = histogram_le1_and_count(&metrics, "tierline_engine_batch_size");
+    assert!(
+        batches > 0.0 && single < batches,
+        "batches larger than one text formed ({single} of {batches} were single)"
+    );
+    eprintln!("200 clients: {ok} answered, {overloaded} got 429, {batches} encoder passes");
+    server.stop().await;
+}
