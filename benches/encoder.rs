@@ -13,8 +13,7 @@ use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics,
 
 fn config() -> Config {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let mut config = Config::default();
-    config.data_dir = root.join("data");
+    let mut config = Config { data_dir: root.join("data"), ..Config::default() };
     config.models.manifest = root.join("models/models.toml");
     config.engine.device = "cpu".into();
     config

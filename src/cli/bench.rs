@@ -102,11 +102,9 @@ fn measure(
     warmup: usize,
     min_time: Duration,
 ) -> anyhow::Result<BatchResult> {
-    let mut cursor = 0;
-    let mut next_batch = || -> Vec<&str> {
-        let batch = (0..batch_size).map(|i| sentences[(cursor + i) % sentences.len()]).collect();
-        cursor = (cursor + batch_size) % sentences.len();
-        batch
+    // Batch i holds sentences i*B .. i*B+B, wrapping around the list (as the Python reference).
+    let batch_at = |index: usize| -> Vec<&str> {
+        (0..batch_size).map(|j| sentences[(index * batch_size + j) % sentences.len()]).collect()
     };
     let run = |batch: &[&str]| -> anyhow::Result<()> {
         let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -115,14 +113,15 @@ fn measure(
         std::hint::black_box(embeddings);
         Ok(())
     };
-    for _ in 0..warmup {
-        run(&next_batch())?;
+    for index in 0..warmup {
+        run(&batch_at(index))?;
     }
     let mut latencies = Vec::new();
     let mut done = 0;
     let started = Instant::now();
-    while started.elapsed() < min_time || done < sentences.len() {
-        let batch = next_batch();
+    let full_pass_calls = sentences.len().div_ceil(batch_size).min(512);
+    while started.elapsed() < min_time || latencies.len() < full_pass_calls {
+        let batch = batch_at(latencies.len());
         let t0 = Instant::now();
         run(&batch)?;
         latencies.push(t0.elapsed().as_secs_f64() * 1e3);

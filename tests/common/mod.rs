@@ -15,8 +15,7 @@ pub fn root() -> PathBuf {
 /// Defaults, with paths anchored at the crate root so every test shares one model cache
 /// (`data/models`, the same one `cargo run -- serve` uses).
 pub fn config() -> Config {
-    let mut config = Config::default();
-    config.data_dir = root().join("data");
+    let mut config = Config { data_dir: root().join("data"), ..Config::default() };
     config.models.manifest = root().join("models/models.toml");
     config.models.local_dir = root().join("models/local");
     config.engine.device = "cpu".into();

@@ -3,7 +3,7 @@
 
 use rayon::prelude::*;
 
-use super::{dot, math, max, multiversion};
+use super::{math, max, multiversion, LANES};
 
 /// One sequence inside the packed token matrix: rows `start..start + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,13 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+impl OutPtr {
+    /// Going through a method makes closures capture the whole (Send) wrapper, not the raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `qkv` is `[tokens, 3 * hidden]` (queries, keys, values side by side, heads contiguous inside
 /// each); writes the attention context `[tokens, hidden]` into `out`.
 pub fn attention_varlen(qkv: &[f32], spans: &[SeqSpan], num_heads: usize, head_dim: usize, out: &mut [f32]) {
@@ -31,14 +38,15 @@ pub fn attention_varlen(qkv: &[f32], spans: &[SeqSpan], num_heads: usize, head_d
     (0..spans.len() * num_heads).into_par_iter().for_each_init(Scratch::default, |scratch, task| {
         let span = spans[task / num_heads];
         let head = task % num_heads;
-        let out_ptr = out_ptr;
-        attend_one_head(qkv, span, head, num_heads, head_dim, scale, scratch, out_ptr.0);
+        attend_one_head(qkv, span, head, num_heads, head_dim, scale, scratch, out_ptr.get());
     });
 }
 
 #[derive(Default)]
 struct Scratch {
-    keys: Vec<f32>,
+    /// Keys transposed, `[head_dim, len]`: scores for one query are then a sum of scaled rows,
+    /// vectorised across key positions with no horizontal reductions.
+    keys_t: Vec<f32>,
     values: Vec<f32>,
     scores: Vec<f32>,
     context: Vec<f32>,
@@ -58,20 +66,25 @@ fn attend_one_head(
     let hidden = num_heads * head_dim;
     let row_width = 3 * hidden;
     let (q_col, k_col, v_col) = (head * head_dim, hidden + head * head_dim, 2 * hidden + head * head_dim);
-    // Gather this head's keys and values contiguously: the inner loops then stream memory.
-    scratch.keys.clear();
+    // Gather this head's keys (transposed, rows padded with zeros to whole vectors) and values.
+    let len = span.len;
+    let padded = len.div_ceil(LANES) * LANES;
+    scratch.keys_t.clear();
+    scratch.keys_t.resize(head_dim * padded, 0.0);
     scratch.values.clear();
-    for row in span.start..span.start + span.len {
+    for (j, row) in (span.start..span.start + len).enumerate() {
         let base = row * row_width;
-        scratch.keys.extend_from_slice(&qkv[base + k_col..base + k_col + head_dim]);
+        for (c, &key) in qkv[base + k_col..base + k_col + head_dim].iter().enumerate() {
+            scratch.keys_t[c * padded + j] = key;
+        }
         scratch.values.extend_from_slice(&qkv[base + v_col..base + v_col + head_dim]);
     }
-    scratch.scores.resize(span.len, 0.0);
+    scratch.scores.resize(padded, 0.0);
     scratch.context.resize(head_dim, 0.0);
     for i in 0..span.len {
         let q_base = (span.start + i) * row_width + q_col;
         let query = &qkv[q_base..q_base + head_dim];
-        attend_row(query, &scratch.keys, &scratch.values, scale, &mut scratch.scores, &mut scratch.context);
+        attend_row(query, &scratch.keys_t, &scratch.values, scale, &mut scratch.scores, &mut scratch.context);
         // SAFETY: row `span.start + i`, columns of `head`: written by this task only, in bounds
         // by the length checks in `attention_varlen`.
         unsafe {
@@ -81,15 +94,30 @@ fn attend_one_head(
     }
 }
 
-multiversion!(fn attend_row(query: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut [f32], context: &mut [f32]) => attend_row_body);
+multiversion!(fn attend_row(query: &[f32], keys_t: &[f32], values: &[f32], scale: f32, scores: &mut [f32], context: &mut [f32]) => attend_row_body);
 
-/// Softmax(q . K^T * scale) . V for one query row.
+/// Softmax(q . K^T * scale) . V for one query row. `keys_t` is `[head_dim, padded]` and
+/// `scores` has `padded` slots, a multiple of `LANES`; only the first `values.len() / head_dim`
+/// positions are real. Both products keep a 16-lane accumulator in registers: one load per
+/// multiply-add, no stores in the inner loop.
 #[inline(always)]
-fn attend_row_body(query: &[f32], keys: &[f32], values: &[f32], scale: f32, scores: &mut [f32], context: &mut [f32]) {
+fn attend_row_body(query: &[f32], keys_t: &[f32], values: &[f32], scale: f32, scores: &mut [f32], context: &mut [f32]) {
     let head_dim = query.len();
-    for (score, key) in scores.iter_mut().zip(keys.chunks_exact(head_dim)) {
-        *score = dot(query, key) * scale;
+    let padded = scores.len();
+    let len = values.len() / head_dim;
+    for (block, out) in scores.chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0.0f32; LANES];
+        for (c, &q) in query.iter().enumerate() {
+            let keys = &keys_t[c * padded + block * LANES..c * padded + (block + 1) * LANES];
+            for lane in 0..LANES {
+                acc[lane] += q * keys[lane];
+            }
+        }
+        for lane in 0..LANES {
+            out[lane] = acc[lane] * scale;
+        }
     }
+    let scores = &mut scores[..len];
     let peak = max(scores);
     let mut total = 0.0;
     for score in scores.iter_mut() {
@@ -97,11 +125,24 @@ fn attend_row_body(query: &[f32], keys: &[f32], values: &[f32], scale: f32, scor
         total += *score;
     }
     let inv_total = 1.0 / total;
-    context.fill(0.0);
-    for (weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
-        let weight = weight * inv_total;
-        for (c, v) in context.iter_mut().zip(value) {
-            *c += weight * v;
+    let whole = head_dim / LANES * LANES;
+    for (block, out) in context[..whole].chunks_exact_mut(LANES).enumerate() {
+        let mut acc = [0.0f32; LANES];
+        for (weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+            let v = &value[block * LANES..(block + 1) * LANES];
+            for lane in 0..LANES {
+                acc[lane] += weight * v[lane];
+            }
         }
+        for lane in 0..LANES {
+            out[lane] = acc[lane] * inv_total;
+        }
+    }
+    for c in whole..head_dim {
+        let mut acc = 0.0;
+        for (weight, value) in scores.iter().zip(values.chunks_exact(head_dim)) {
+            acc += weight * value[c];
+        }
+        context[c] = acc * inv_total;
     }
 }

@@ -81,24 +81,6 @@ pub(crate) use multiversion;
 /// Lanes used by the accumulator arrays: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 
-/// Sum of `a[i] * b[i]` with lane-wise accumulators (vectorisable).
-#[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0.0f32; LANES];
-    let chunks = a.len() / LANES * LANES;
-    for (ca, cb) in a[..chunks].chunks_exact(LANES).zip(b[..chunks].chunks_exact(LANES)) {
-        for lane in 0..LANES {
-            acc[lane] += ca[lane] * cb[lane];
-        }
-    }
-    let mut total = acc.iter().sum::<f32>();
-    for i in chunks..a.len() {
-        total += a[i] * b[i];
-    }
-    total
-}
-
 #[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
