@@ -52,6 +52,10 @@ pub struct ModelsConfig {
     pub pip_args: Vec<String>,
     /// Where models pulled by tierline itself (pip source) are unpacked. Relative to `data_dir`.
     pub cache_dir: PathBuf,
+    /// Folder of heads (`<name>/card.json` + `weights.safetensors`) run on every encoder pass.
+    pub heads_dir: PathBuf,
+    /// Heads to load from `heads_dir`; empty loads every head found there.
+    pub heads: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -125,6 +129,8 @@ impl Default for ModelsConfig {
             python: "python3".into(),
             pip_args: Vec::new(),
             cache_dir: PathBuf::from("models"),
+            heads_dir: PathBuf::from("models/heads"),
+            heads: Vec::new(),
         }
     }
 }

@@ -3,7 +3,9 @@
 //! Layers point one way: `http` (transport) -> domain services -> `inference` (models).
 //! See ARCHITECTURE.md.
 
+pub mod classify;
 pub mod config;
 pub mod http;
 pub mod inference;
+pub mod learn;
 pub mod server;

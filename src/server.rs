@@ -7,12 +7,13 @@ use std::time::Duration;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 
+use crate::classify;
 use crate::config::Config;
 use crate::http::{self, AppState};
-use crate::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
+use crate::inference::EngineMetrics;
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
-/// when the model cannot be loaded.
+/// when the models cannot be loaded (including a head trained on another encoder).
 pub async fn run(
     config: Config,
     listener: TcpListener,
@@ -27,15 +28,12 @@ pub async fn run(
     let load_state = state.clone();
     let load_config = config.clone();
     tokio::spawn(async move {
-        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<Engine> {
-            let encoder = inference::load_encoder(&load_config, BackendKind::Auto, true)?;
-            Engine::start(encoder, HeadSet::default(), BatchLimits::from_config(&load_config.engine), engine_metrics)
-        })
-        .await;
+        let loaded = tokio::task::spawn_blocking(move || classify::start(&load_config, engine_metrics, true)).await;
         match loaded {
-            Ok(Ok(engine)) => {
-                tracing::info!(model = %engine.info().id, backend = %engine.info().backend, "ready");
-                load_state.set_engine(engine);
+            Ok(Ok(classifier)) => {
+                let info = classifier.engine().info();
+                tracing::info!(model = %info.id, backend = %info.backend, heads = classifier.cards().len(), "ready");
+                load_state.set_classifier(classifier);
             }
             Ok(Err(err)) => {
                 tracing::error!("cannot load the encoder: {err:#}");

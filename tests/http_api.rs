@@ -121,6 +121,30 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     let (status, body) = server.post_raw("/v1/nope", "application/json", b"{}".to_vec()).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
 
+    // Classification: every committed head, the out-of-scope score and the versions used.
+    let (status, body) = server
+        .post("/v1/classify", json!({ "texts": ["I was charged twice and nobody answers my emails!"], "top_k": 2 }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let result = &body["results"][0];
+    assert_eq!(result["sentiment"]["label"], "negative", "{body}");
+    assert_eq!(result["topic"]["label"], "billing", "{body}");
+    assert_eq!(result["topic"]["top"].as_array().unwrap().len(), 2);
+    assert_eq!(result["topic"]["activation"], "softmax");
+    assert_eq!(result["frustration"]["activation"], "sigmoid");
+    assert!(result["frustration"]["labels"].as_array().unwrap().contains(&json!("frustrated")), "{body}");
+    assert!(result["out_of_scope"].as_f64().unwrap() < 0.5);
+    assert_eq!(body["models"]["encoder"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert!(body["models"]["heads"]["topic"].as_u64().unwrap() >= 1);
+    let (status, body) = server.post("/v1/classify", json!({ "texts": ["hi"], "top_k": 0 })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("top_k")));
+    let response = server.client.get(format!("{}/v1/models", server.base)).send().await.unwrap();
+    let models: Value = response.json().await.unwrap();
+    let heads: Vec<&str> = models["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(heads, ["frustration", "sentiment", "topic"]);
+    assert_eq!(models["heads"][1]["encoder"]["id"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert!(models["heads"][1]["metrics"]["evaluations"].is_array());
+
     let (status, metrics) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
     for name in [

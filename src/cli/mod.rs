@@ -1,9 +1,12 @@
 //! Subcommands; each lives in its own module and calls library services.
 
 mod bench;
+mod classify;
 mod embed;
+mod eval;
 mod models;
 mod serve;
+mod train;
 
 use std::path::PathBuf;
 
@@ -35,6 +38,12 @@ pub enum Command {
     Models(models::ModelsCommand),
     /// Embed texts given as arguments or one per line on stdin; prints JSON lines.
     Embed(embed::EmbedArgs),
+    /// Train a head on the shared encoder (from a recipe, or one labeled file).
+    Train(train::TrainArgs),
+    /// Sentiment, frustration, topic and out-of-scope score for texts (arguments or stdin).
+    Classify(classify::ClassifyArgs),
+    /// Evaluate a head (or two side by side) on a labeled file: metrics, calibration, plots.
+    Eval(eval::EvalArgs),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,5 +71,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => models::run(config, command),
         Command::Embed(args) => embed::run(config, args),
         Command::Bench(command) => bench::run(config, command),
+        Command::Train(args) => train::run(config, args),
+        Command::Classify(args) => classify::run(config, args),
+        Command::Eval(args) => eval::run(config, args),
     }
 }

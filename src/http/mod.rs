@@ -24,6 +24,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(routes::health::ready))
         .route("/metrics", get(routes::health::metrics))
         .route("/v1/embed", post(routes::embed::embed))
+        .route("/v1/classify", post(routes::classify::classify))
+        .route("/v1/models", get(routes::models::models))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))

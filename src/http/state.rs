@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 
+use crate::classify::Classifier;
 use crate::config::ServerConfig;
 use crate::inference::Engine;
 
@@ -13,7 +14,7 @@ pub struct AppState {
 }
 
 struct Inner {
-    engine: OnceLock<Engine>,
+    classifier: OnceLock<Classifier>,
     load_error: RwLock<Option<String>>,
     limits: ServerConfig,
     registry: Registry,
@@ -30,7 +31,7 @@ impl AppState {
         registry.register(Box::new(http_seconds.clone()))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                engine: OnceLock::new(),
+                classifier: OnceLock::new(),
                 load_error: RwLock::new(None),
                 limits,
                 registry,
@@ -40,12 +41,16 @@ impl AppState {
     }
 
     pub fn engine(&self) -> Option<&Engine> {
-        self.inner.engine.get()
+        self.classifier().map(Classifier::engine)
     }
 
-    pub fn set_engine(&self, engine: Engine) {
-        if self.inner.engine.set(engine).is_err() {
-            tracing::warn!("engine already set; ignoring the second one");
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.inner.classifier.get()
+    }
+
+    pub fn set_classifier(&self, classifier: Classifier) {
+        if self.inner.classifier.set(classifier).is_err() {
+            tracing::warn!("models already loaded; ignoring the second set");
         }
     }
 

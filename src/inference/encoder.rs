@@ -130,8 +130,27 @@ fn pooling_from_folder(dir: &Path) -> anyhow::Result<(Pooling, bool)> {
     Ok((pooling, normalize))
 }
 
+impl EncoderInfo {
+    /// What a head records about the encoder it was trained on.
+    pub fn reference(&self) -> super::heads::EncoderRef {
+        super::heads::EncoderRef { id: self.id.clone(), revision: self.revision.clone(), dimensions: self.dimensions }
+    }
+}
+
 impl Encoder {
     pub fn load(model: &ResolvedModel, device: &Device, backend: BackendKind, threads: usize) -> anyhow::Result<Self> {
+        Self::load_with_pooling(model, device, backend, threads, None)
+    }
+
+    /// As `load`, with the pooling forced (`(Cls, false)` gives the raw first-token state that
+    /// sequence-classification checkpoints feed their classifier).
+    pub fn load_with_pooling(
+        model: &ResolvedModel,
+        device: &Device,
+        backend: BackendKind,
+        threads: usize,
+        pooling: Option<(Pooling, bool)>,
+    ) -> anyhow::Result<Self> {
         let dir = &model.dir;
         let config_path = dir.join("config.json");
         let config_text =
@@ -152,7 +171,10 @@ impl Encoder {
                 config_path.display()
             ),
         };
-        let (pooling, normalize) = pooling_from_folder(dir)?;
+        let (pooling, normalize) = match pooling {
+            Some(forced) => forced,
+            None => pooling_from_folder(dir)?,
+        };
         // RoBERTa positions start after the padding index.
         let position_offset = if arch == "xlm-roberta" { probe.pad_token_id.unwrap_or(1) + 1 } else { 0 };
         let position_limit = probe.max_position_embeddings.unwrap_or(512).saturating_sub(position_offset);

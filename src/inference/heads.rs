@@ -57,3 +57,182 @@ impl HeadSet {
         Ok(outputs)
     }
 }
+
+/// The encoder a head was trained on; a head refuses to load on any other.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EncoderRef {
+    pub id: String,
+    pub revision: String,
+    pub dimensions: usize,
+}
+
+/// `card.json`: everything needed to trust, reproduce and use a head.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadCard {
+    pub name: String,
+    /// What the head predicts (`sentiment`, `frustration`, `topic`...).
+    pub task: String,
+    pub labels: Vec<String>,
+    pub activation: Activation,
+    /// Hidden layer sizes; empty for a linear head.
+    pub hidden: Vec<usize>,
+    pub encoder: EncoderRef,
+    /// Logits are divided by this before the activation (temperature scaling, fitted on dev).
+    pub temperature: f32,
+    /// Per-label decision thresholds for sigmoid heads (fitted on dev).
+    #[serde(default)]
+    pub thresholds: Vec<f32>,
+    /// Version of this head (bumped on every retraining).
+    #[serde(default = "first_version")]
+    pub version: u32,
+    /// Data, command, seed, hyper-parameters.
+    pub training: serde_json::Value,
+    /// Metrics on the held-out test split, and on other evaluation sets.
+    pub metrics: serde_json::Value,
+    pub created: String,
+}
+
+fn first_version() -> u32 {
+    1
+}
+
+/// A small classifier over the pooled embedding: linear, or MLP with ReLU hidden layers.
+pub struct ClassifierHead {
+    card: HeadCard,
+    /// `(W^T [in, out], b [out])` per layer.
+    layers: Vec<(Tensor, Tensor)>,
+}
+
+impl ClassifierHead {
+    pub const WEIGHTS_FILE: &'static str = "weights.safetensors";
+    pub const CARD_FILE: &'static str = "card.json";
+
+    /// Loads `dir/card.json` and `dir/weights.safetensors`, refusing a head trained on another
+    /// encoder than `encoder`.
+    pub fn load(dir: &std::path::Path, encoder: &EncoderRef, device: &candle_core::Device) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let card_path = dir.join(Self::CARD_FILE);
+        let card: HeadCard = serde_json::from_str(
+            &std::fs::read_to_string(&card_path).with_context(|| format!("cannot read {}", card_path.display()))?,
+        )
+        .with_context(|| format!("invalid {}", card_path.display()))?;
+        if card.encoder.id != encoder.id || card.encoder.revision != encoder.revision {
+            anyhow::bail!(
+                "head `{}` was trained on encoder {}@{} but the loaded encoder is {}@{}; retrain it on this encoder \
+                 (see `tierline train`)",
+                card.name,
+                card.encoder.id,
+                card.encoder.revision,
+                encoder.id,
+                encoder.revision
+            );
+        }
+        let weights = candle_core::safetensors::load(dir.join(Self::WEIGHTS_FILE), device)
+            .with_context(|| format!("cannot load {}", dir.join(Self::WEIGHTS_FILE).display()))?;
+        Self::from_parts(card, &weights).with_context(|| format!("head in {}", dir.display()))
+    }
+
+    /// Builds a head from its card and tensors `layer{i}.weight` `[out, in]` / `layer{i}.bias`.
+    pub fn from_parts(card: HeadCard, weights: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let mut layers = Vec::with_capacity(card.hidden.len() + 1);
+        let mut in_dim = card.encoder.dimensions;
+        for (index, out_dim) in card.hidden.iter().copied().chain([card.labels.len()]).enumerate() {
+            let weight =
+                weights.get(&format!("layer{index}.weight")).with_context(|| format!("missing layer{index}.weight"))?;
+            let bias =
+                weights.get(&format!("layer{index}.bias")).with_context(|| format!("missing layer{index}.bias"))?;
+            anyhow::ensure!(
+                weight.dims() == [out_dim, in_dim],
+                "layer{index}.weight has shape {:?}, expected [{out_dim}, {in_dim}]",
+                weight.dims()
+            );
+            anyhow::ensure!(
+                bias.dims() == [out_dim],
+                "layer{index}.bias has shape {:?}, expected [{out_dim}]",
+                bias.dims()
+            );
+            layers.push((weight.t()?.contiguous()?, bias.clone()));
+            in_dim = out_dim;
+        }
+        anyhow::ensure!(card.temperature > 0.0, "temperature must be positive");
+        anyhow::ensure!(
+            card.activation == Activation::Softmax
+                || card.thresholds.is_empty()
+                || card.thresholds.len() == card.labels.len(),
+            "thresholds must give one value per label"
+        );
+        Ok(Self { card, layers })
+    }
+
+    pub fn card(&self) -> &HeadCard {
+        &self.card
+    }
+
+    /// Logits before temperature and activation.
+    pub fn logits(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = pooled.clone();
+        let last = self.layers.len() - 1;
+        for (index, (weight_t, bias)) in self.layers.iter().enumerate() {
+            x = x.matmul(weight_t)?.broadcast_add(bias)?;
+            if index < last {
+                x = x.relu()?;
+            }
+        }
+        Ok(x)
+    }
+}
+
+/// Softmax or sigmoid of `logits / temperature`.
+pub fn activate(logits: &Tensor, activation: Activation, temperature: f32) -> candle_core::Result<Tensor> {
+    let scaled = (logits / temperature as f64)?;
+    match activation {
+        Activation::Softmax => candle_nn::ops::softmax_last_dim(&scaled),
+        Activation::Sigmoid => candle_nn::ops::sigmoid(&scaled),
+    }
+}
+
+impl Head for ClassifierHead {
+    fn name(&self) -> &str {
+        &self.card.name
+    }
+
+    fn labels(&self) -> &[String] {
+        &self.card.labels
+    }
+
+    fn activation(&self) -> Activation {
+        self.card.activation
+    }
+
+    fn scores(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
+        activate(&self.logits(pooled)?, self.card.activation, self.card.temperature)
+    }
+}
+
+/// Loads every `<dir>/<name>/card.json` head (or only `names` when given), all checked against
+/// the encoder.
+pub fn load_heads(
+    dir: &std::path::Path,
+    names: &[String],
+    encoder: &EncoderRef,
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<Arc<ClassifierHead>>> {
+    use anyhow::Context;
+    let mut folders: Vec<std::path::PathBuf> = if names.is_empty() {
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        std::fs::read_dir(dir)
+            .with_context(|| format!("cannot list {}", dir.display()))?
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.join(ClassifierHead::CARD_FILE).is_file())
+            .collect()
+    } else {
+        names.iter().map(|name| dir.join(name)).collect()
+    };
+    folders.sort();
+    folders.iter().map(|folder| ClassifierHead::load(folder, encoder, device).map(Arc::new)).collect()
+}

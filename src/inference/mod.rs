@@ -1,6 +1,7 @@
 //! Inference: model resolution, the BERT-family encoder, heads and the batched engine.
 //! Knows nothing of tickets, tiers or HTTP.
 
+pub mod checkpoint;
 pub mod device;
 pub mod encoder;
 pub mod engine;

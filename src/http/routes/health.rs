@@ -15,8 +15,11 @@ pub async fn health() -> impl IntoResponse {
 
 /// The model is loaded and the engine accepts work.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    if let Some(engine) = state.engine() {
-        return (StatusCode::OK, Json(json!({ "status": "ready", "encoder": engine.info() })));
+    if let Some(classifier) = state.classifier() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "encoder": classifier.engine().info(), "models": classifier.versions() })),
+        );
     }
     match state.load_error() {
         Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "failed", "error": error }))),

@@ -1,2 +1,4 @@
+pub mod classify;
 pub mod embed;
 pub mod health;
+pub mod models;

@@ -1,0 +1,16 @@
+//! `GET /v1/models`: the encoder and every head with its card.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let classifier = state.classifier().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
+    Ok(Json(json!({
+        "encoder": classifier.engine().info(),
+        "heads": classifier.cards(),
+    })))
+}
