@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::inference::checkpoint::SequenceClassifier;
 use crate::inference::heads::{Activation, ClassifierHead, Head, HeadCard};
 use crate::inference::{Engine, EngineError, HeadSet};
 use crate::learn::eval::OUT_OF_SCOPE_LABEL;
@@ -52,20 +53,53 @@ pub struct ModelVersions {
     pub encoder: String,
     pub encoder_revision: String,
     pub heads: BTreeMap<String, u32>,
+    /// Heads served by a sequence-classification checkpoint instead: name -> `id@revision`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub checkpoints: BTreeMap<String, String>,
+}
+
+/// A sequence-classification checkpoint serving under a head's name (its own encoder pass).
+pub struct CheckpointHead {
+    pub name: String,
+    pub model_id: String,
+    pub model: SequenceClassifier,
+}
+
+/// What `interpret` needs to know about any scorer's output.
+struct LabelSpec<'a> {
+    labels: &'a [String],
+    activation: Activation,
+    thresholds: &'a [f32],
 }
 
 #[derive(Clone)]
 pub struct Classifier {
     engine: Engine,
     heads: Arc<Vec<Arc<ClassifierHead>>>,
+    checkpoints: Arc<Vec<Arc<CheckpointHead>>>,
 }
 
 impl Classifier {
     /// Registers `heads` on the engine: they run on every encoder pass from now on.
     pub fn new(engine: Engine, heads: Vec<Arc<ClassifierHead>>) -> anyhow::Result<Self> {
+        Self::with_checkpoints(engine, heads, Vec::new())
+    }
+
+    /// As `new`, with checkpoints that replace the heads of the same name.
+    pub fn with_checkpoints(
+        engine: Engine,
+        heads: Vec<Arc<ClassifierHead>>,
+        checkpoints: Vec<CheckpointHead>,
+    ) -> anyhow::Result<Self> {
+        let heads: Vec<_> =
+            heads.into_iter().filter(|h| !checkpoints.iter().any(|c| c.name == h.card().name)).collect();
         let set = HeadSet::new(heads.iter().map(|h| h.clone() as Arc<dyn Head>).collect())?;
         engine.set_heads(set);
-        Ok(Self { engine, heads: Arc::new(heads) })
+        Ok(Self {
+            engine,
+            heads: Arc::new(heads),
+            checkpoints: Arc::new(checkpoints.into_iter().map(Arc::new).collect()),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
@@ -82,17 +116,48 @@ impl Classifier {
             encoder: info.id.clone(),
             encoder_revision: info.revision.clone(),
             heads: self.heads.iter().map(|h| (h.card().name.clone(), h.card().version)).collect(),
+            checkpoints: self.checkpoints.iter().map(|c| (c.name.clone(), c.model_id.clone())).collect(),
         }
     }
 
     pub async fn classify(&self, texts: Vec<String>, top_k: usize) -> Result<Vec<TextClassification>, EngineError> {
-        let outputs = self.engine.embed(texts).await?;
+        let checkpoint_texts = if self.checkpoints.is_empty() { Vec::new() } else { texts.clone() };
+        let mut outputs = self.engine.embed(texts).await?;
+        if !self.checkpoints.is_empty() {
+            // Checkpoints have their own encoder: run them off the async runtime.
+            let this = self.clone();
+            let extra = tokio::task::spawn_blocking(move || this.run_checkpoints(&checkpoint_texts))
+                .await
+                .map_err(|err| EngineError::Inference(format!("checkpoint task failed: {err}")))??;
+            for (output, scores) in outputs.iter_mut().zip(extra) {
+                output.heads.extend(scores);
+            }
+        }
         Ok(outputs.into_iter().map(|out| self.interpret(&out.heads, out.tokens, out.truncated, top_k)).collect())
     }
 
     pub fn classify_blocking(&self, texts: &[String], top_k: usize) -> Result<Vec<TextClassification>, EngineError> {
-        let outputs = self.engine.embed_blocking(texts)?;
+        let mut outputs = self.engine.embed_blocking(texts)?;
+        for (output, scores) in outputs.iter_mut().zip(self.run_checkpoints(texts)?) {
+            output.heads.extend(scores);
+        }
         Ok(outputs.into_iter().map(|out| self.interpret(&out.heads, out.tokens, out.truncated, top_k)).collect())
+    }
+
+    /// Scores of every checkpoint for every text, by head name (empty maps without checkpoints).
+    fn run_checkpoints(&self, texts: &[String]) -> Result<Vec<BTreeMap<String, Vec<f32>>>, EngineError> {
+        let mut scores = vec![BTreeMap::new(); texts.len()];
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        for checkpoint in self.checkpoints.iter() {
+            let probs = checkpoint
+                .model
+                .classify(&refs)
+                .map_err(|err| EngineError::Inference(format!("{}: {err:#}", checkpoint.name)))?;
+            for (row, p) in scores.iter_mut().zip(probs) {
+                row.insert(checkpoint.name.clone(), p);
+            }
+        }
+        Ok(scores)
     }
 
     fn interpret(
@@ -102,21 +167,30 @@ impl Classifier {
         truncated: bool,
         top_k: usize,
     ) -> TextClassification {
-        let mut heads = BTreeMap::new();
+        let heads = self.heads.iter().map(|h| (&h.card().name, LabelSpec::from(h.card())));
+        let checkpoints = self.checkpoints.iter().map(|c| {
+            (&c.name, LabelSpec { labels: c.model.labels(), activation: c.model.activation(), thresholds: &[] })
+        });
+        let mut results = BTreeMap::new();
         let mut out_of_scope = None;
-        for head in self.heads.iter() {
-            let card = head.card();
-            let Some(values) = scores.get(&card.name) else { continue };
-            if let Some(other) = card.labels.iter().position(|l| l == OUT_OF_SCOPE_LABEL) {
+        for (name, spec) in heads.chain(checkpoints) {
+            let Some(values) = scores.get(name) else { continue };
+            if let Some(other) = spec.labels.iter().position(|l| l == OUT_OF_SCOPE_LABEL) {
                 out_of_scope = Some(values[other]);
             }
-            heads.insert(card.name.clone(), interpret_head(card, values, top_k));
+            results.insert(name.clone(), interpret_head(&spec, values, top_k));
         }
-        TextClassification { heads, out_of_scope, tokens, truncated }
+        TextClassification { heads: results, out_of_scope, tokens, truncated }
     }
 }
 
-fn interpret_head(card: &HeadCard, values: &[f32], top_k: usize) -> HeadResult {
+impl<'a> From<&'a HeadCard> for LabelSpec<'a> {
+    fn from(card: &'a HeadCard) -> Self {
+        Self { labels: &card.labels, activation: card.activation, thresholds: &card.thresholds }
+    }
+}
+
+fn interpret_head(card: &LabelSpec, values: &[f32], top_k: usize) -> HeadResult {
     let mut ranked: Vec<LabelScore> =
         card.labels.iter().zip(values).map(|(label, &score)| LabelScore { label: label.clone(), score }).collect();
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -167,8 +241,32 @@ pub fn start(
     let reference = encoder.info().reference();
     let device = encoder.device().clone();
     let heads = inference::heads::load_heads(&config.models.heads_dir, &config.models.heads, &reference, &device)?;
+    let checkpoints = load_checkpoints(config, &device, progress)?;
     let engine = Engine::start(encoder, HeadSet::default(), BatchLimits::from_config(&config.engine), metrics)?;
     let names: Vec<&str> = heads.iter().map(|h| h.card().name.as_str()).collect();
-    tracing::info!(heads = ?names, "heads loaded");
-    Classifier::new(engine, heads)
+    let replaced: Vec<&str> = checkpoints.iter().map(|c| c.name.as_str()).collect();
+    tracing::info!(heads = ?names, checkpoints = ?replaced, "heads loaded");
+    Classifier::with_checkpoints(engine, heads, checkpoints)
+}
+
+/// Every manifest role of kind `sequence-classification`, resolved like any model.
+fn load_checkpoints(
+    config: &crate::config::Config,
+    device: &candle_core::Device,
+    progress: bool,
+) -> anyhow::Result<Vec<CheckpointHead>> {
+    use crate::inference::{Manifest, ModelKind, Resolver};
+    let manifest = Manifest::load(&config.models.manifest)?;
+    let resolver = Resolver::from_config(config).with_progress(progress);
+    let mut checkpoints = Vec::new();
+    for (role, spec) in &manifest.roles {
+        if spec.kind != ModelKind::SequenceClassification {
+            continue;
+        }
+        let resolved = resolver.resolve(role, spec)?;
+        let model = SequenceClassifier::load(&resolved, device)?;
+        let name = spec.head.clone().expect("validated when the manifest loads");
+        checkpoints.push(CheckpointHead { name, model_id: format!("{}@{}", spec.id, spec.revision), model });
+    }
+    Ok(checkpoints)
 }

@@ -192,3 +192,38 @@ fn the_cli_classifies_a_double_charge_complaint() {
     assert!(line("frustration").contains("High"), "{stdout}");
     assert!(line("topic").contains("billing"), "{stdout}");
 }
+
+#[test]
+fn a_checkpoint_role_serves_in_place_of_a_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let checkpoint = dir.path().join("tiny");
+    std::fs::create_dir_all(&checkpoint).unwrap();
+    write_tiny_checkpoint(&checkpoint, None);
+    let manifest = dir.path().join("models.toml");
+    let shipped = std::fs::read_to_string(common::root().join("models/models.toml")).unwrap();
+    let role = format!(
+        "\n[sentiment_checkpoint]\nkind = \"sequence-classification\"\nhead = \"sentiment\"\nid = \"test/tiny-bert\"\npath = \"{}\"\n\
+         files = {{ \"config.json\" = \"\", \"model.safetensors\" = \"\", \"tokenizer.json\" = \"\" }}\n",
+        checkpoint.display()
+    );
+    std::fs::write(&manifest, shipped + &role).unwrap();
+    let mut config = common::config();
+    config.models.manifest = manifest;
+    let classifier =
+        tierline::classify::start(&config, EngineMetrics::register(&prometheus::Registry::new()).unwrap(), false)
+            .unwrap();
+    let versions = classifier.versions();
+    assert_eq!(versions.checkpoints.get("sentiment").map(String::as_str), Some("test/tiny-bert@main"));
+    assert!(!versions.heads.contains_key("sentiment"), "the checkpoint replaces the trained head");
+    let results = classifier.classify_blocking(&["my order is late!".to_string()], 3).unwrap();
+    match &results[0].heads["sentiment"] {
+        HeadResult::Single { label, top, .. } => {
+            assert!(["calm", "upset", "furious"].contains(&label.as_str()), "{label}");
+            let total: f32 = top.iter().map(|t| t.score).sum();
+            assert!((total - 1.0).abs() < 1e-5, "all three labels, summing to 1");
+        }
+        other => panic!("softmax checkpoint: {other:?}"),
+    }
+    assert!(results[0].heads.contains_key("topic"), "the other heads still run");
+    classifier.engine().shutdown();
+}

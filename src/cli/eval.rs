@@ -4,7 +4,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use tierline::config::Config;
-use tierline::inference::heads::ClassifierHead;
+use tierline::inference::checkpoint::SequenceClassifier;
+use tierline::inference::heads::{Activation, ClassifierHead};
+use tierline::inference::{Engine, ResolvedModel};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
 use tierline::learn::plot;
@@ -13,12 +15,19 @@ use tierline::learn::recipe::Example;
 #[derive(Debug, Args)]
 pub struct EvalArgs {
     /// The head to evaluate (a folder with card.json and weights.safetensors).
+    #[arg(long, required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+    head: Option<PathBuf>,
+    /// Or a Hugging Face *ForSequenceClassification checkpoint folder (config.json with
+    /// id2label, model.safetensors, tokenizer.json).
     #[arg(long)]
-    head: PathBuf,
+    checkpoint: Option<PathBuf>,
     /// A second head to compare with, side by side, on the same file.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "compare_checkpoint")]
     compare: Option<PathBuf>,
-    /// Labeled JSONL or CSV; its labels must be the head's labels.
+    /// Or a second checkpoint to compare with.
+    #[arg(long)]
+    compare_checkpoint: Option<PathBuf>,
+    /// Labeled JSONL or CSV; its labels must be the model's labels.
     #[arg(long)]
     file: PathBuf,
     #[arg(long, default_value = "text")]
@@ -28,9 +37,95 @@ pub struct EvalArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write an SVG with the confusion matrix and the reliability diagram.
+    /// Write an SVG with the confusion matrix and the reliability diagram of the first model.
     #[arg(long)]
     plot: Option<PathBuf>,
+}
+
+/// A model under evaluation: a head over the shared encoder, or a whole checkpoint.
+enum Candidate {
+    Head(ClassifierHead),
+    Checkpoint { name: String, model: SequenceClassifier },
+}
+
+impl Candidate {
+    fn load(head: Option<&PathBuf>, checkpoint: Option<&PathBuf>, engine: &Engine) -> anyhow::Result<Option<Self>> {
+        let device = candle_core::Device::Cpu;
+        if let Some(dir) = head {
+            return Ok(Some(Candidate::Head(ClassifierHead::load(dir, &engine.info().reference(), &device)?)));
+        }
+        let Some(dir) = checkpoint else { return Ok(None) };
+        let resolved = ResolvedModel {
+            role: "checkpoint".into(),
+            id: dir.display().to_string(),
+            revision: "local".into(),
+            dir: dir.clone(),
+            source: "path".into(),
+        };
+        Ok(Some(Candidate::Checkpoint {
+            name: dir.display().to_string(),
+            model: SequenceClassifier::load(&resolved, &device)?,
+        }))
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Candidate::Head(head) => format!("head {} v{}", head.card().name, head.card().version),
+            Candidate::Checkpoint { name, .. } => format!("checkpoint {name}"),
+        }
+    }
+
+    fn labels(&self) -> &[String] {
+        match self {
+            Candidate::Head(head) => &head.card().labels,
+            Candidate::Checkpoint { model, .. } => model.labels(),
+        }
+    }
+
+    fn activation(&self) -> Activation {
+        match self {
+            Candidate::Head(head) => head.card().activation,
+            Candidate::Checkpoint { model, .. } => model.activation(),
+        }
+    }
+
+    fn thresholds(&self) -> &[f32] {
+        match self {
+            Candidate::Head(head) => &head.card().thresholds,
+            Candidate::Checkpoint { .. } => &[],
+        }
+    }
+
+    /// Probabilities for `texts`; heads read the cached embeddings `x`.
+    fn probabilities(&self, texts: &[String], x: &[f32]) -> anyhow::Result<Vec<Vec<f32>>> {
+        match self {
+            Candidate::Head(head) => eval::head_probabilities(head, x, texts.len()),
+            Candidate::Checkpoint { model, .. } => {
+                let mut probs = Vec::with_capacity(texts.len());
+                for chunk in texts.chunks(32) {
+                    probs.extend(model.classify(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
+                }
+                Ok(probs)
+            }
+        }
+    }
+
+    /// Milliseconds per item for a fresh pass over `sample` (encoder pass + head, or the
+    /// checkpoint's own pass).
+    fn latency_ms(&self, engine: &Engine, sample: &[String]) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        match self {
+            Candidate::Head(head) => {
+                let fresh = engine.embed_blocking(sample)?;
+                let x: Vec<f32> = fresh.iter().flat_map(|o| o.embedding.iter().copied()).collect();
+                eval::head_probabilities(head, &x, sample.len())?;
+            }
+            Candidate::Checkpoint { .. } => {
+                self.probabilities(sample, &[])?;
+            }
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e3 / sample.len() as f64)
+    }
 }
 
 pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
@@ -38,56 +133,64 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(plot.extension().is_some_and(|e| e == "svg"), "--plot writes SVG: give a file ending in .svg");
     }
     let engine = super::train::start_engine(&config)?;
-    let reference = engine.info().reference();
-    let device = candle_core::Device::Cpu;
-    let mut heads = vec![ClassifierHead::load(&args.head, &reference, &device)?];
-    if let Some(other) = &args.compare {
-        heads.push(ClassifierHead::load(other, &reference, &device)?);
+    let mut candidates = vec![Candidate::load(args.head.as_ref(), args.checkpoint.as_ref(), &engine)?
+        .context("give --head or --checkpoint")?];
+    if let Some(second) = Candidate::load(args.compare.as_ref(), args.compare_checkpoint.as_ref(), &engine)? {
+        anyhow::ensure!(
+            second.labels() == candidates[0].labels(),
+            "the two models have different labels: {:?} vs {:?}",
+            candidates[0].labels(),
+            second.labels()
+        );
+        candidates.push(second);
     }
+    let labels = candidates[0].labels().to_vec();
+    let multi_label = candidates[0].activation() == Activation::Sigmoid;
     let rows = tierline::learn::dataset::load(&args.file, &args.text_column, &args.label_column)?;
-    let labels = heads[0].card().labels.clone();
-    let multi_label = heads[0].card().activation == tierline::inference::heads::Activation::Sigmoid;
     let mut examples = Vec::with_capacity(rows.len());
     for (line, row) in rows.into_iter().enumerate() {
         let mut indices = Vec::new();
         for label in &row.labels {
             let index = labels.iter().position(|l| l == label).with_context(|| {
                 format!(
-                    "{}: row {}: label `{label}` is not one of the head's labels {labels:?}",
+                    "{}: row {}: label `{label}` is not one of the model's labels {labels:?}",
                     args.file.display(),
                     line + 1
                 )
             })?;
             indices.push(index);
         }
-        if !multi_label && indices.len() != 1 {
-            anyhow::bail!("{}: row {}: a single-label head needs exactly one label", args.file.display(), line + 1);
-        }
+        anyhow::ensure!(
+            multi_label || indices.len() == 1,
+            "{}: row {}: a single-label model needs exactly one label",
+            args.file.display(),
+            line + 1
+        );
         examples.push(Example { text: row.text, labels: indices, source: "file".into() });
     }
     anyhow::ensure!(!examples.is_empty(), "{} holds no examples", args.file.display());
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-
-    // Latency per item: a fresh (uncached) pass through the engine plus the head, on up to 512 texts.
-    let sample = &texts[..texts.len().min(512)];
-    let started = Instant::now();
-    let fresh = engine.embed_blocking(sample)?;
-    let sample_x: Vec<f32> = fresh.iter().flat_map(|o| o.embedding.iter().copied()).collect();
-    eval::head_probabilities(&heads[0], &sample_x, sample.len())?;
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3 / sample.len() as f64;
-
-    let x = EmbedCache::new(config.data_dir.join("cache/embeddings")).embed(&engine, &texts, "eval")?;
-    let evaluations: Vec<Evaluation> = heads
-        .iter()
-        .map(|head| {
-            eval::evaluate(
-                &format!("{} v{} on {}", head.card().name, head.card().version, args.file.display()),
-                head,
-                &x,
-                &examples,
-            )
-        })
-        .collect::<anyhow::Result<_>>()?;
+    let x = if candidates.iter().any(|c| matches!(c, Candidate::Head(_))) {
+        EmbedCache::new(config.data_dir.join("cache/embeddings")).embed(&engine, &texts, "eval")?
+    } else {
+        Vec::new()
+    };
+    let sample = &texts[..texts.len().min(256)];
+    let mut evaluations: Vec<Evaluation> = Vec::new();
+    let mut latencies = Vec::new();
+    for candidate in &candidates {
+        let probs = candidate.probabilities(&texts, &x)?;
+        let name = format!("{} on {}", candidate.name(), args.file.display());
+        evaluations.push(eval::evaluate_probabilities(
+            &name,
+            &labels,
+            candidate.activation(),
+            candidate.thresholds(),
+            &probs,
+            &examples,
+        ));
+        latencies.push(candidate.latency_ms(&engine, sample)?);
+    }
     engine.shutdown();
 
     if let Some(path) = &args.plot {
@@ -96,22 +199,23 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", path.display());
     }
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "latency_ms_per_item": latency_ms, "evaluations": evaluations })
-            )?
-        );
+        let report: Vec<_> = evaluations
+            .iter()
+            .zip(&latencies)
+            .map(|(e, l)| serde_json::json!({ "evaluation": e, "latency_ms_per_item": l }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    for evaluation in &evaluations {
+    for (evaluation, latency) in evaluations.iter().zip(&latencies) {
         println!("{}", eval::render(evaluation, &labels));
+        println!("latency per item (fresh batched pass over {} texts): {latency:.2} ms\n", sample.len());
     }
-    println!("latency per item (encoder pass + head, batched, {} texts): {latency_ms:.2} ms", sample.len());
     if evaluations.len() == 2 {
-        println!("\n{:<28} {:>10} {:>10} {:>9}", "side by side", "A", "B", "B - A");
+        println!("{:<28} {:>10} {:>10} {:>9}", "side by side", "A", "B", "B - A");
         let row = |name: &str, a: f64, b: f64| println!("{name:<28} {a:>10.4} {b:>10.4} {:>+9.4}", b - a);
         row("headline (macro/micro F1)", evaluations[0].headline(), evaluations[1].headline());
+        row("latency ms per item", latencies[0], latencies[1]);
         if let (Some(a), Some(b)) = (evaluations[0].out_of_scope_auroc, evaluations[1].out_of_scope_auroc) {
             row("out-of-scope AUROC", a, b);
         }

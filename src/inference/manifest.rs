@@ -12,9 +12,26 @@ pub struct Manifest {
     pub roles: BTreeMap<String, ModelSpec>,
 }
 
+/// What a role's model is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// A sentence encoder (the `encoder` role).
+    #[default]
+    Encoder,
+    /// A Hugging Face `*ForSequenceClassification` checkpoint served in place of a head.
+    SequenceClassification,
+}
+
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
+    #[serde(default)]
+    pub kind: ModelKind,
+    /// For `sequence-classification`: the head name it serves as (`sentiment`...), replacing a
+    /// trained head of that name.
+    #[serde(default)]
+    pub head: Option<String>,
     pub id: String,
     #[serde(default = "default_revision")]
     pub revision: String,
@@ -44,6 +61,12 @@ impl Manifest {
         for (role, spec) in &mut manifest.roles {
             if spec.files.is_empty() {
                 bail!("{}: role `{role}` lists no required `files`", path.display());
+            }
+            if spec.kind == ModelKind::SequenceClassification && spec.head.is_none() {
+                bail!(
+                    "{}: role `{role}` is a sequence-classification checkpoint: name the `head` it serves as",
+                    path.display()
+                );
             }
             if spec.pip.is_some() != spec.pip_path.is_some() {
                 bail!("{}: role `{role}`: `pip` and `pip_path` go together", path.display());

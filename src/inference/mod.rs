@@ -15,7 +15,7 @@ pub use device::DeviceRequest;
 pub use encoder::{BackendKind, Encoder, EncoderInfo, Pooling};
 pub use engine::{BatchLimits, Embedded, Engine, EngineError, EngineMetrics};
 pub use heads::{Head, HeadSet};
-pub use manifest::{Manifest, ModelSpec};
+pub use manifest::{Manifest, ModelKind, ModelSpec};
 pub use source::{ResolvedModel, Resolver};
 
 /// Sizes rayon's global pool once per process; candle's matmul and our kernels share it.

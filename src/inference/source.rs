@@ -371,6 +371,8 @@ mod tests {
 
     fn spec(files: &[(&str, &str)]) -> ModelSpec {
         ModelSpec {
+            kind: Default::default(),
+            head: None,
             id: "org/tiny".into(),
             revision: "abc123".into(),
             path: None,

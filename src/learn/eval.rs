@@ -50,21 +50,29 @@ pub fn evaluate(
     examples: &[Example],
 ) -> anyhow::Result<Evaluation> {
     let probs = head_probabilities(head, embeddings, examples.len())?;
-    let labels = &head.card().labels;
-    let report = match head.activation() {
+    let card = head.card();
+    Ok(evaluate_probabilities(name, &card.labels, head.activation(), &card.thresholds, &probs, examples))
+}
+
+/// Metrics from any model's probabilities (a head, or a sequence-classification checkpoint).
+pub fn evaluate_probabilities(
+    name: &str,
+    labels: &[String],
+    activation: Activation,
+    thresholds: &[f32],
+    probs: &[Vec<f32>],
+    examples: &[Example],
+) -> Evaluation {
+    let report = match activation {
         Activation::Softmax => {
             let truth: Vec<usize> = examples.iter().map(|e| e.labels[0]).collect();
-            Report::Single(metrics::single_label(labels, &probs, &truth))
+            Report::Single(metrics::single_label(labels, probs, &truth))
         }
         Activation::Sigmoid => {
             let truth: Vec<Vec<bool>> =
                 examples.iter().map(|e| (0..labels.len()).map(|l| e.labels.contains(&l)).collect()).collect();
-            let thresholds = if head.card().thresholds.is_empty() {
-                vec![0.5; labels.len()]
-            } else {
-                head.card().thresholds.clone()
-            };
-            Report::Multi(metrics::multi_label(labels, &probs, &truth, &thresholds))
+            let thresholds = if thresholds.is_empty() { vec![0.5; labels.len()] } else { thresholds.to_vec() };
+            Report::Multi(metrics::multi_label(labels, probs, &truth, &thresholds))
         }
     };
     let out_of_scope_auroc = labels.iter().position(|l| l == OUT_OF_SCOPE_LABEL).and_then(|other| {
@@ -72,7 +80,7 @@ pub fn evaluate(
         let positive: Vec<bool> = examples.iter().map(|e| e.labels.contains(&other)).collect();
         metrics::auroc(&scores, &positive)
     });
-    Ok(Evaluation { name: name.to_string(), report, out_of_scope_auroc })
+    Evaluation { name: name.to_string(), report, out_of_scope_auroc }
 }
 
 /// Plain-text report for people.

@@ -20,7 +20,7 @@ pub fn svg(evaluation: &Evaluation, labels: &[String]) -> String {
     let n = labels.len() as f64;
     let matrix_width = if matrix.is_some() { margin_left + n * cell + 40.0 } else { 0.0 };
     let chart_size = 300.0;
-    let width = matrix_width + chart_size + 120.0;
+    let width = matrix_width + chart_size + 330.0;
     let height = (margin_top + n * cell + 150.0).max(chart_size + 140.0);
     let mut out = String::new();
     let _ = writeln!(

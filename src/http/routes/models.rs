@@ -12,5 +12,6 @@ pub async fn models(State(state): State<AppState>) -> Result<Json<Value>, ApiErr
     Ok(Json(json!({
         "encoder": classifier.engine().info(),
         "heads": classifier.cards(),
+        "checkpoints": classifier.versions().checkpoints,
     })))
 }
