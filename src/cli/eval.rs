@@ -45,7 +45,7 @@ pub struct EvalArgs {
 /// A model under evaluation: a head over the shared encoder, or a whole checkpoint.
 enum Candidate {
     Head(ClassifierHead),
-    Checkpoint { name: String, model: SequenceClassifier },
+    Checkpoint { name: String, model: Box<SequenceClassifier> },
 }
 
 impl Candidate {
