@@ -64,7 +64,7 @@ impl Candidate {
         };
         Ok(Some(Candidate::Checkpoint {
             name: dir.display().to_string(),
-            model: SequenceClassifier::load(&resolved, &device)?,
+            model: Box::new(SequenceClassifier::load(&resolved, &device)?),
         }))
     }
 
