@@ -44,7 +44,7 @@ pub struct EvalArgs {
 
 /// A model under evaluation: a head over the shared encoder, or a whole checkpoint.
 enum Candidate {
-    Head(ClassifierHead),
+    Head(Box<ClassifierHead>),
     Checkpoint { name: String, model: Box<SequenceClassifier> },
 }
 
@@ -52,7 +52,11 @@ impl Candidate {
     fn load(head: Option<&PathBuf>, checkpoint: Option<&PathBuf>, engine: &Engine) -> anyhow::Result<Option<Self>> {
         let device = candle_core::Device::Cpu;
         if let Some(dir) = head {
-            return Ok(Some(Candidate::Head(ClassifierHead::load(dir, &engine.info().reference(), &device)?)));
+            return Ok(Some(Candidate::Head(Box::new(ClassifierHead::load(
+                dir,
+                &engine.info().reference(),
+                &device,
+            )?))));
         }
         let Some(dir) = checkpoint else { return Ok(None) };
         let resolved = ResolvedModel {
