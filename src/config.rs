@@ -17,6 +17,24 @@ pub struct Config {
     pub server: ServerConfig,
     pub models: ModelsConfig,
     pub engine: EngineConfig,
+    pub kb: KbConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KbConfig {
+    /// Folder of Markdown articles and/or JSONL rows to index at start; empty disables the KB.
+    pub source: PathBuf,
+    /// Where the index lives, relative to `data_dir`.
+    pub index_dir: PathBuf,
+    /// Below this confidence `/v1/answer` returns `answered: false` with the reason.
+    pub min_confidence: f32,
+}
+
+impl Default for KbConfig {
+    fn default() -> Self {
+        Self { source: PathBuf::from("index/kb"), index_dir: PathBuf::from("kb"), min_confidence: 0.5 }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -102,6 +120,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             models: ModelsConfig::default(),
             engine: EngineConfig::default(),
+            kb: KbConfig::default(),
         }
     }
 }
@@ -193,6 +212,9 @@ impl Config {
         }
         if self.server.request_timeout_ms == 0 {
             bail!("`server.request_timeout_ms` must be greater than 0");
+        }
+        if !(0.0..=1.0).contains(&self.kb.min_confidence) {
+            bail!("`kb.min_confidence` must be between 0 and 1");
         }
         if self.models.sources.is_empty() {
             bail!("`models.sources` must name at least one source");

@@ -7,5 +7,6 @@ pub mod classify;
 pub mod config;
 pub mod http;
 pub mod inference;
+pub mod kb;
 pub mod learn;
 pub mod server;

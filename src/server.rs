@@ -11,6 +11,7 @@ use crate::classify;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::inference::EngineMetrics;
+use crate::kb::KnowledgeBase;
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
 /// when the models cannot be loaded (including a head trained on another encoder).
@@ -28,11 +29,25 @@ pub async fn run(
     let load_state = state.clone();
     let load_config = config.clone();
     tokio::spawn(async move {
-        let loaded = tokio::task::spawn_blocking(move || classify::start(&load_config, engine_metrics, true)).await;
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let classifier = classify::start(&load_config, engine_metrics, true)?;
+            let kb = if load_config.kb.source.as_os_str().is_empty() {
+                None
+            } else {
+                let root = load_config.data_dir.join(&load_config.kb.index_dir);
+                let engine = classifier.engine().clone();
+                Some(KnowledgeBase::build(engine, &root, &load_config.kb.source, load_config.kb.min_confidence)?.0)
+            };
+            Ok((classifier, kb))
+        })
+        .await;
         match loaded {
-            Ok(Ok(classifier)) => {
+            Ok(Ok((classifier, kb))) => {
                 let info = classifier.engine().info();
-                tracing::info!(model = %info.id, backend = %info.backend, heads = classifier.cards().len(), "ready");
+                tracing::info!(model = %info.id, backend = %info.backend, heads = classifier.cards().len(), kb = kb.is_some(), "ready");
+                if let Some(kb) = kb {
+                    load_state.set_kb(kb);
+                }
                 load_state.set_classifier(classifier);
             }
             Ok(Err(err)) => {

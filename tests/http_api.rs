@@ -145,6 +145,23 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     assert_eq!(models["heads"][1]["encoder"]["id"], "sentence-transformers/all-MiniLM-L6-v2");
     assert!(models["heads"][1]["metrics"]["evaluations"].is_array());
 
+    // Knowledge base: the sample help center is indexed at start.
+    let (status, body) = server.post("/v1/answer", json!({ "question": "How do I reset my password?" })).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((body["answered"].as_bool(), body["ai_generated"].as_bool()), (Some(true), Some(true)), "{body}");
+    assert_eq!(body["citations"][0]["article_id"], "reset-your-password", "{body}");
+    let (status, body) = server.post("/v1/answer", json!({ "question": "What is the airspeed of a swallow?" })).await;
+    assert_eq!((status, body["answered"].as_bool()), (200, Some(false)), "{body}");
+    assert!(body["reason"].is_string());
+    let (status, body) = server.post("/v1/answer", json!({ "question": "  " })).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("question")));
+    let (status, text) = server.get_text("/v1/kb/search?q=rotate%20api%20keys&k=3").await;
+    assert_eq!(status, 200, "{text}");
+    let hits: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(hits["hits"][0]["article_id"], "rotate-api-keys", "{hits}");
+    let (status, _) = server.get_text("/v1/kb/search?q=x&audience=everyone").await;
+    assert_eq!(status, 422);
+
     let (status, metrics) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
     for name in [

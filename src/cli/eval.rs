@@ -12,10 +12,19 @@ use tierline::learn::eval::{self, Evaluation};
 use tierline::learn::plot;
 use tierline::learn::recipe::Example;
 
+#[derive(Debug, clap::Subcommand)]
+pub enum EvalSubcommand {
+    /// Knowledge-base retrieval: recall@1/@5, MRR@10, nDCG@10 for BM25, dense and hybrid.
+    Retrieval(super::eval_retrieval::RetrievalArgs),
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EvalArgs {
+    #[command(subcommand)]
+    pub retrieval: Option<EvalSubcommand>,
     /// The head to evaluate (a folder with card.json and weights.safetensors).
-    #[arg(long, required_unless_present = "checkpoint", conflicts_with = "checkpoint")]
+    #[arg(long, conflicts_with = "checkpoint")]
     head: Option<PathBuf>,
     /// Or a Hugging Face *ForSequenceClassification checkpoint folder (config.json with
     /// id2label, model.safetensors, tokenizer.json).
@@ -29,7 +38,7 @@ pub struct EvalArgs {
     compare_checkpoint: Option<PathBuf>,
     /// Labeled JSONL or CSV; its labels must be the model's labels.
     #[arg(long)]
-    file: PathBuf,
+    file: Option<PathBuf>,
     #[arg(long, default_value = "text")]
     text_column: String,
     #[arg(long, default_value = "label")]
@@ -133,6 +142,7 @@ impl Candidate {
 }
 
 pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
+    let file = args.file.clone().context("--file is required")?;
     if let Some(plot) = &args.plot {
         anyhow::ensure!(plot.extension().is_some_and(|e| e == "svg"), "--plot writes SVG: give a file ending in .svg");
     }
@@ -150,7 +160,7 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
     }
     let labels = candidates[0].labels().to_vec();
     let multi_label = candidates[0].activation() == Activation::Sigmoid;
-    let rows = tierline::learn::dataset::load(&args.file, &args.text_column, &args.label_column)?;
+    let rows = tierline::learn::dataset::load(&file, &args.text_column, &args.label_column)?;
     let mut examples = Vec::with_capacity(rows.len());
     for (line, row) in rows.into_iter().enumerate() {
         let mut indices = Vec::new();
@@ -158,7 +168,7 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
             let index = labels.iter().position(|l| l == label).with_context(|| {
                 format!(
                     "{}: row {}: label `{label}` is not one of the model's labels {labels:?}",
-                    args.file.display(),
+                    file.display(),
                     line + 1
                 )
             })?;
@@ -167,12 +177,12 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(
             multi_label || indices.len() == 1,
             "{}: row {}: a single-label model needs exactly one label",
-            args.file.display(),
+            file.display(),
             line + 1
         );
         examples.push(Example { text: row.text, labels: indices, source: "file".into() });
     }
-    anyhow::ensure!(!examples.is_empty(), "{} holds no examples", args.file.display());
+    anyhow::ensure!(!examples.is_empty(), "{} holds no examples", file.display());
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
     let x = if candidates.iter().any(|c| matches!(c, Candidate::Head(_))) {
         EmbedCache::new(config.data_dir.join("cache/embeddings")).embed(&engine, &texts, "eval")?
@@ -184,7 +194,7 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
     let mut latencies = Vec::new();
     for candidate in &candidates {
         let probs = candidate.probabilities(&texts, &x)?;
-        let name = format!("{} on {}", candidate.name(), args.file.display());
+        let name = format!("{} on {}", candidate.name(), file.display());
         evaluations.push(eval::evaluate_probabilities(
             &name,
             &labels,

@@ -4,6 +4,8 @@ mod bench;
 mod classify;
 mod embed;
 mod eval;
+mod eval_retrieval;
+mod index;
 mod models;
 mod serve;
 mod train;
@@ -42,8 +44,12 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Sentiment, frustration, topic and out-of-scope score for texts (arguments or stdin).
     Classify(classify::ClassifyArgs),
-    /// Evaluate a head (or two side by side) on a labeled file: metrics, calibration, plots.
+    /// Evaluate a head (or two side by side) on a labeled file: metrics, calibration, plots;
+    /// `eval retrieval` measures knowledge-base search.
     Eval(eval::EvalArgs),
+    /// Build the knowledge-base index.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -73,6 +79,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(config, command),
         Command::Train(args) => train::run(config, args),
         Command::Classify(args) => classify::run(config, args),
-        Command::Eval(args) => eval::run(config, args),
+        Command::Eval(args) => match args.retrieval {
+            Some(eval::EvalSubcommand::Retrieval(retrieval)) => eval_retrieval::run(config, retrieval),
+            None => eval::run(config, args),
+        },
+        Command::Index(command) => index::run(config, command),
     }
 }

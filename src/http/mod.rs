@@ -26,6 +26,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/embed", post(routes::embed::embed))
         .route("/v1/classify", post(routes::classify::classify))
         .route("/v1/models", get(routes::models::models))
+        .route("/v1/kb/search", get(routes::kb::search))
+        .route("/v1/answer", post(routes::kb::answer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))

@@ -7,6 +7,7 @@ use prometheus::{HistogramOpts, HistogramVec, Registry};
 use crate::classify::Classifier;
 use crate::config::ServerConfig;
 use crate::inference::Engine;
+use crate::kb::KnowledgeBase;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,6 +16,7 @@ pub struct AppState {
 
 struct Inner {
     classifier: OnceLock<Classifier>,
+    kb: OnceLock<KnowledgeBase>,
     load_error: RwLock<Option<String>>,
     limits: ServerConfig,
     registry: Registry,
@@ -32,6 +34,7 @@ impl AppState {
         Ok(Self {
             inner: Arc::new(Inner {
                 classifier: OnceLock::new(),
+                kb: OnceLock::new(),
                 load_error: RwLock::new(None),
                 limits,
                 registry,
@@ -51,6 +54,16 @@ impl AppState {
     pub fn set_classifier(&self, classifier: Classifier) {
         if self.inner.classifier.set(classifier).is_err() {
             tracing::warn!("models already loaded; ignoring the second set");
+        }
+    }
+
+    pub fn kb(&self) -> Option<&KnowledgeBase> {
+        self.inner.kb.get()
+    }
+
+    pub fn set_kb(&self, kb: KnowledgeBase) {
+        if self.inner.kb.set(kb).is_err() {
+            tracing::warn!("knowledge base already set; ignoring the second one");
         }
     }
 

@@ -45,7 +45,7 @@ impl BertConfig {
                 return Some(format!("position_embedding_type `{kind}`"));
             }
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Some("hidden_size is not a multiple of num_attention_heads".into());
         }
         None

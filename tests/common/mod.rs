@@ -19,7 +19,16 @@ pub fn config() -> Config {
     config.models.manifest = root().join("models/models.toml");
     config.models.local_dir = root().join("models/local");
     config.engine.device = "cpu".into();
+    config.kb.source = root().join("index/kb");
+    // Each test process gets its own index folder: concurrent servers never share generations.
+    config.kb.index_dir = std::env::temp_dir().join(format!("tierline-test-kb-{}-{}", std::process::id(), unique()));
     config
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub fn encoder(backend: BackendKind) -> &'static Encoder {

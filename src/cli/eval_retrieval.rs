@@ -1,0 +1,84 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use sha2::{Digest, Sha256};
+use tierline::config::Config;
+use tierline::kb::eval::{self, LabeledQuery};
+use tierline::kb::{Filter, KnowledgeBase, Mode};
+
+#[derive(Debug, Args)]
+pub struct RetrievalArgs {
+    /// Knowledge base: a JSONL file of {id, title, body, url} or a folder of articles.
+    #[arg(long)]
+    kb: PathBuf,
+    /// JSONL of {query, relevant: [article ids]}; an empty list marks an unanswerable query.
+    #[arg(long)]
+    queries: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(config: Config, args: RetrievalArgs) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(&args.queries).with_context(|| format!("cannot read {}", args.queries.display()))?;
+    let queries: Vec<LabeledQuery> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: invalid query row", args.queries.display(), i + 1))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let engine = super::train::start_engine(&config)?;
+    let key = format!("{:x}", Sha256::digest(args.kb.display().to_string()));
+    let root = config.data_dir.join("cache/eval-kb").join(&key[..16]);
+    let (kb, errors) = KnowledgeBase::build(engine.clone(), &root, &args.kb, config.kb.min_confidence)?;
+    anyhow::ensure!(errors.is_empty(), "{} articles could not be loaded, first: {}", errors.len(), errors[0]);
+    let index = kb.current();
+    let texts: Vec<String> = queries.iter().map(|q| q.query.clone()).collect();
+    let embeddings: Vec<Vec<f32>> = engine.embed_blocking(&texts)?.into_iter().map(|o| o.embedding).collect();
+    let filter = Filter::default();
+    let reports = [Mode::Bm25, Mode::Dense, Mode::Hybrid]
+        .into_iter()
+        .map(|mode| eval::evaluate(&index, &queries, &embeddings, mode, &filter))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let thresholds: Vec<f32> = (2..=9).map(|t| t as f32 / 10.0).collect();
+    let tradeoff = eval::threshold_tradeoff(&index, &queries, &embeddings, &thresholds)?;
+    engine.shutdown();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "retrieval": reports, "answer_threshold": tradeoff }))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} queries with a relevant article, {} without; {} passages",
+        reports[0].queries,
+        queries.len() - reports[0].queries,
+        index.passages().len()
+    );
+    println!("{:<8} {:>9} {:>9} {:>9} {:>9}", "mode", "recall@1", "recall@5", "MRR@10", "nDCG@10");
+    for r in &reports {
+        println!(
+            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+            format!("{:?}", r.mode).to_lowercase(),
+            r.recall_at_1,
+            r.recall_at_5,
+            r.mrr_at_10,
+            r.ndcg_at_10
+        );
+    }
+    println!("\nanswer threshold (hybrid): answered rate / wrong among answered / right answers of answerable");
+    for row in &tradeoff {
+        println!(
+            "  >= {:.1}: {:>6.1}% answered  {:>6.1}% wrong  {:>6.1}% right",
+            row.threshold,
+            row.answered_rate * 100.0,
+            row.wrong_answer_rate * 100.0,
+            row.correct_answer_rate * 100.0
+        );
+    }
+    Ok(())
+}

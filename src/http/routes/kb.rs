@@ -1,0 +1,99 @@
+//! `GET /v1/kb/search` (agents, debugging) and `POST /v1/answer` (Tier-1 answers for customers).
+
+use axum::extract::{Query, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::state::AppState;
+use crate::kb::{Answer, Audience, Citation, Filter, Mode};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchParams {
+    pub q: String,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// `public` (default), `internal` or `all`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    pub product: Option<String>,
+    pub tag: Option<String>,
+}
+
+fn default_k() -> usize {
+    5
+}
+fn default_mode() -> Mode {
+    Mode::Hybrid
+}
+
+#[derive(Debug, Serialize)]
+pub struct SearchResponse {
+    pub query: String,
+    pub mode: Mode,
+    pub hits: Vec<Citation>,
+}
+
+fn kb(state: &AppState) -> Result<&crate::kb::KnowledgeBase, ApiError> {
+    state
+        .kb()
+        .ok_or_else(|| ApiError::not_ready("the knowledge base is still loading (or disabled: kb.source is empty)"))
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    Query(params): Query<SearchParams>,
+) -> Result<Json<SearchResponse>, ApiError> {
+    if params.q.trim().is_empty() {
+        return Err(ApiError::invalid("q", "`q` must not be empty"));
+    }
+    if params.q.len() > state.limits().max_text_bytes {
+        return Err(ApiError::too_large("q", "query is too long"));
+    }
+    if !(1..=50).contains(&params.k) {
+        return Err(ApiError::invalid("k", "`k` must be between 1 and 50"));
+    }
+    let audience = match params.audience.as_deref() {
+        None | Some("public") => Some(Audience::Public),
+        Some("internal") => Some(Audience::Internal),
+        Some("all") => None,
+        Some(other) => {
+            return Err(ApiError::invalid("audience", format!("unknown audience `{other}` (public, internal or all)")))
+        }
+    };
+    let filter = Filter { audience, product: params.product, tag: params.tag };
+    let hits = kb(&state)?.search(&params.q, params.mode, params.k, &filter).await.map_err(internal)?;
+    Ok(Json(SearchResponse { query: params.q, mode: params.mode, hits }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    pub question: String,
+}
+
+pub async fn answer(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<AnswerRequest>,
+) -> Result<Json<Answer>, ApiError> {
+    if request.question.trim().is_empty() {
+        return Err(ApiError::invalid("question", "`question` must not be empty"));
+    }
+    if request.question.len() > state.limits().max_text_bytes {
+        return Err(ApiError::too_large("question", "question is too long"));
+    }
+    Ok(Json(kb(&state)?.answer(&request.question).await.map_err(internal)?))
+}
+
+fn internal(err: anyhow::Error) -> ApiError {
+    match err.downcast::<crate::inference::EngineError>() {
+        Ok(engine) => engine.into(),
+        Err(other) => {
+            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "search_failed", format!("{other:#}"))
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Retrieval quality at the article level: recall@1, recall@5, MRR@10, nDCG@10 per mode, and how
+//! the answer threshold trades answered rate against wrong answers.
+
+use serde::{Deserialize, Serialize};
+
+use super::index::{Filter, KbIndex, Mode};
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LabeledQuery {
+    pub query: String,
+    /// Article ids that answer it; empty when the knowledge base cannot answer it.
+    #[serde(default)]
+    pub relevant: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RetrievalReport {
+    pub mode: Mode,
+    pub queries: usize,
+    pub recall_at_1: f64,
+    pub recall_at_5: f64,
+    pub mrr_at_10: f64,
+    pub ndcg_at_10: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdRow {
+    pub threshold: f32,
+    /// Share of all queries answered.
+    pub answered_rate: f64,
+    /// Share of answered queries whose cited article is wrong (or that had no answer at all).
+    pub wrong_answer_rate: f64,
+    /// Share of answerable queries answered with a right article.
+    pub correct_answer_rate: f64,
+}
+
+/// Article ids in rank order (first passage of each article wins).
+fn ranked_articles(
+    index: &KbIndex,
+    query: &str,
+    embedding: &[f32],
+    mode: Mode,
+    filter: &Filter,
+) -> anyhow::Result<Vec<String>> {
+    let mut articles: Vec<String> = Vec::new();
+    for hit in index.search(query, embedding, mode, 50, filter)? {
+        let id = &index.passage(hit.passage).article_id;
+        if !articles.contains(id) {
+            articles.push(id.clone());
+        }
+    }
+    Ok(articles)
+}
+
+pub fn evaluate(
+    index: &KbIndex,
+    queries: &[LabeledQuery],
+    embeddings: &[Vec<f32>],
+    mode: Mode,
+    filter: &Filter,
+) -> anyhow::Result<RetrievalReport> {
+    let (mut r1, mut r5, mut mrr, mut ndcg, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
+    for (query, embedding) in queries.iter().zip(embeddings) {
+        if query.relevant.is_empty() {
+            continue;
+        }
+        n += 1;
+        let ranked = ranked_articles(index, &query.query, embedding, mode, filter)?;
+        let relevant = |id: &String| query.relevant.contains(id);
+        let hits_at =
+            |k: usize| ranked.iter().take(k).filter(|id| relevant(id)).count() as f64 / query.relevant.len() as f64;
+        r1 += hits_at(1);
+        r5 += hits_at(5);
+        if let Some(position) = ranked.iter().take(10).position(relevant) {
+            mrr += 1.0 / (position + 1) as f64;
+        }
+        let dcg: f64 = ranked
+            .iter()
+            .take(10)
+            .enumerate()
+            .filter(|(_, id)| relevant(id))
+            .map(|(i, _)| 1.0 / ((i + 2) as f64).log2())
+            .sum();
+        let ideal: f64 = (0..query.relevant.len().min(10)).map(|i| 1.0 / ((i + 2) as f64).log2()).sum();
+        ndcg += dcg / ideal;
+    }
+    let n_f = n.max(1) as f64;
+    Ok(RetrievalReport {
+        mode,
+        queries: n,
+        recall_at_1: r1 / n_f,
+        recall_at_5: r5 / n_f,
+        mrr_at_10: mrr / n_f,
+        ndcg_at_10: ndcg / n_f,
+    })
+}
+
+/// Answer decisions (hybrid, customer filter) at each threshold.
+pub fn threshold_tradeoff(
+    index: &KbIndex,
+    queries: &[LabeledQuery],
+    embeddings: &[Vec<f32>],
+    thresholds: &[f32],
+) -> anyhow::Result<Vec<ThresholdRow>> {
+    let mut outcomes = Vec::new();
+    for (query, embedding) in queries.iter().zip(embeddings) {
+        let hits = index.search(&query.query, embedding, Mode::Hybrid, 5, &Filter::customer())?;
+        let answer = super::decide(index, &query.query, &hits, 0.0);
+        let cited =
+            answer.citations.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)).map(|c| c.article_id.clone());
+        let right = cited.is_some_and(|id| query.relevant.contains(&id));
+        outcomes.push((answer.confidence, right, !query.relevant.is_empty()));
+    }
+    let answerable = outcomes.iter().filter(|o| o.2).count().max(1) as f64;
+    Ok(thresholds
+        .iter()
+        .map(|&threshold| {
+            let answered: Vec<_> = outcomes.iter().filter(|o| o.0 >= threshold).collect();
+            let wrong = answered.iter().filter(|o| !o.1).count();
+            let correct = answered.iter().filter(|o| o.1).count();
+            ThresholdRow {
+                threshold,
+                answered_rate: answered.len() as f64 / outcomes.len().max(1) as f64,
+                wrong_answer_rate: if answered.is_empty() { 0.0 } else { wrong as f64 / answered.len() as f64 },
+                correct_answer_rate: correct as f64 / answerable,
+            }
+        })
+        .collect())
+}

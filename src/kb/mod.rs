@@ -1,0 +1,185 @@
+//! Knowledge base: articles -> passages -> tantivy BM25 + dense index -> hybrid search ->
+//! Tier-1 answers with citations, or an explicit "no answer" so the caller escalates.
+
+pub mod article;
+pub mod eval;
+pub mod index;
+pub mod passage;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+pub use article::{Article, Audience, IngestError};
+pub use index::{Filter, Hit, KbIndex, Mode};
+
+use crate::inference::{Engine, EngineError};
+
+/// Similarity -> confidence: a logistic curve centred where answers start being right.
+/// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
+const CONFIDENCE_MIDPOINT: f32 = 0.45;
+const CONFIDENCE_SLOPE: f32 = 12.0;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Citation {
+    pub article_id: String,
+    pub title: String,
+    pub url: Option<String>,
+    pub heading: Option<String>,
+    /// Highlighted snippet of the passage.
+    pub passage: String,
+    pub score: f32,
+    pub similarity: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub answered: bool,
+    /// The best passage, verbatim from the article: never generated text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Why there is no answer: `no_relevant_article`, `ambiguous` or `low_confidence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub confidence: f32,
+    pub citations: Vec<Citation>,
+    pub ai_generated: bool,
+}
+
+pub fn confidence(similarity: f32) -> f32 {
+    1.0 / (1.0 + (-(similarity - CONFIDENCE_MIDPOINT) * CONFIDENCE_SLOPE).exp())
+}
+
+pub struct KnowledgeBase {
+    index: RwLock<Arc<KbIndex>>,
+    engine: Engine,
+    root: PathBuf,
+    min_confidence: f32,
+}
+
+impl KnowledgeBase {
+    /// Loads the articles at `source`, (re)builds the index under `root` (reusing unchanged
+    /// passage embeddings) and returns it with the articles that could not be loaded.
+    pub fn build(
+        engine: Engine,
+        root: &Path,
+        source: &Path,
+        min_confidence: f32,
+    ) -> anyhow::Result<(Self, Vec<IngestError>)> {
+        let (articles, errors) = article::load(source)?;
+        for error in &errors {
+            tracing::warn!(%error, "article not indexed");
+        }
+        let index = build_index(&engine, root, &articles)?;
+        tracing::info!(articles = articles.len(), passages = index.passages().len(), "knowledge base indexed");
+        Ok((Self { index: RwLock::new(Arc::new(index)), engine, root: root.to_path_buf(), min_confidence }, errors))
+    }
+
+    /// The index readers use now; a rebuild swaps it whole.
+    pub fn current(&self) -> Arc<KbIndex> {
+        self.index.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Rebuilds from `articles` and swaps the new index in.
+    pub fn rebuild(&self, articles: &[Article]) -> anyhow::Result<()> {
+        let index = build_index(&self.engine, &self.root, articles)?;
+        *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        Ok(())
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EngineError> {
+        Ok(self.engine.embed(vec![text.to_string()]).await?.remove(0).embedding)
+    }
+
+    pub async fn search(&self, query: &str, mode: Mode, k: usize, filter: &Filter) -> anyhow::Result<Vec<Citation>> {
+        let embedding = self.embed_query(query).await?;
+        let index = self.current();
+        let hits = index.search(query, &embedding, mode, k, filter)?;
+        Ok(hits.iter().map(|hit| citation(&index, query, hit)).collect())
+    }
+
+    /// A Tier-1 answer for a customer: public articles only.
+    pub async fn answer(&self, question: &str) -> anyhow::Result<Answer> {
+        let embedding = self.embed_query(question).await?;
+        let index = self.current();
+        let hits = index.search(question, &embedding, Mode::Hybrid, 5, &Filter::customer())?;
+        Ok(decide(&index, question, &hits, self.min_confidence))
+    }
+}
+
+fn build_index(engine: &Engine, root: &Path, articles: &[Article]) -> anyhow::Result<KbIndex> {
+    index::build(root, articles, &engine.info().reference(), |texts| {
+        let mut values = Vec::with_capacity(texts.len() * engine.info().dimensions);
+        for chunk in texts.chunks(128) {
+            for output in engine.embed_blocking(chunk)? {
+                values.extend_from_slice(&output.embedding);
+            }
+        }
+        Ok(values)
+    })
+}
+
+fn citation(index: &KbIndex, query: &str, hit: &Hit) -> Citation {
+    let passage = index.passage(hit.passage);
+    Citation {
+        article_id: passage.article_id.clone(),
+        title: passage.title.clone(),
+        url: passage.url.clone(),
+        heading: passage.heading.clone(),
+        passage: index.snippet(query, hit.passage),
+        score: hit.score,
+        similarity: hit.similarity,
+    }
+}
+
+/// Answer with the best passage when confident enough, else say why not.
+pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32) -> Answer {
+    let citations: Vec<Citation> = hits.iter().take(3).map(|hit| citation(index, question, hit)).collect();
+    let Some(best) = hits.first() else {
+        return Answer {
+            answered: false,
+            answer: None,
+            reason: Some("no_relevant_article".into()),
+            confidence: 0.0,
+            citations,
+            ai_generated: true,
+        };
+    };
+    // Confidence follows the best semantic match among the top hits.
+    let top = hits.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)).unwrap_or(best);
+    let confidence = confidence(top.similarity);
+    let top_article = &index.passage(top.passage).article_id;
+    let runner_up = hits
+        .iter()
+        .filter(|h| &index.passage(h.passage).article_id != top_article)
+        .map(|h| h.similarity)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let reason = if confidence >= min_confidence {
+        None
+    } else if top.similarity < 0.3 {
+        Some("no_relevant_article")
+    } else if top.similarity - runner_up < 0.02 {
+        Some("ambiguous")
+    } else {
+        Some("low_confidence")
+    };
+    match reason {
+        Some(reason) => Answer {
+            answered: false,
+            answer: None,
+            reason: Some(reason.into()),
+            confidence,
+            citations,
+            ai_generated: true,
+        },
+        None => Answer {
+            answered: true,
+            answer: Some(index.passage(top.passage).text.clone()),
+            reason: None,
+            confidence,
+            citations,
+            ai_generated: true,
+        },
+    }
+}
