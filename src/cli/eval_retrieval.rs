@@ -15,6 +15,9 @@ pub struct RetrievalArgs {
     /// JSONL of {query, relevant: [article ids]}; an empty list marks an unanswerable query.
     #[arg(long)]
     queries: PathBuf,
+    /// Dense shares of the hybrid fusion to report (0.5 = plain reciprocal rank fusion).
+    #[arg(long, value_delimiter = ',', default_values_t = [tierline::kb::index::HYBRID_DENSE_WEIGHT])]
+    dense_weights: Vec<f32>,
     #[arg(long)]
     json: bool,
 }
@@ -39,9 +42,11 @@ pub fn run(config: Config, args: RetrievalArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = queries.iter().map(|q| q.query.clone()).collect();
     let embeddings: Vec<Vec<f32>> = engine.embed_blocking(&texts)?.into_iter().map(|o| o.embedding).collect();
     let filter = Filter::default();
-    let reports = [Mode::Bm25, Mode::Dense, Mode::Hybrid]
+    let mut runs = vec![(Mode::Bm25, 0.5), (Mode::Dense, 0.5)];
+    runs.extend(args.dense_weights.iter().map(|&w| (Mode::Hybrid, w)));
+    let reports = runs
         .into_iter()
-        .map(|mode| eval::evaluate(&index, &queries, &embeddings, mode, &filter))
+        .map(|(mode, weight)| eval::evaluate(&index, &queries, &embeddings, mode, &filter, weight))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let thresholds: Vec<f32> = (2..=9).map(|t| t as f32 / 10.0).collect();
     let tradeoff = eval::threshold_tradeoff(&index, &queries, &embeddings, &thresholds)?;
@@ -59,16 +64,13 @@ pub fn run(config: Config, args: RetrievalArgs) -> anyhow::Result<()> {
         queries.len() - reports[0].queries,
         index.passages().len()
     );
-    println!("{:<8} {:>9} {:>9} {:>9} {:>9}", "mode", "recall@1", "recall@5", "MRR@10", "nDCG@10");
+    println!("{:<14} {:>9} {:>9} {:>9} {:>9}", "mode", "recall@1", "recall@5", "MRR@10", "nDCG@10");
     for r in &reports {
-        println!(
-            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
-            format!("{:?}", r.mode).to_lowercase(),
-            r.recall_at_1,
-            r.recall_at_5,
-            r.mrr_at_10,
-            r.ndcg_at_10
-        );
+        let name = match r.dense_weight {
+            Some(weight) => format!("hybrid w={weight:.2}"),
+            None => format!("{:?}", r.mode).to_lowercase(),
+        };
+        println!("{name:<14} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", r.recall_at_1, r.recall_at_5, r.mrr_at_10, r.ndcg_at_10);
     }
     println!("\nanswer threshold (hybrid): answered rate / wrong among answered / right answers of answerable");
     for row in &tradeoff {

@@ -16,6 +16,9 @@ pub struct LabeledQuery {
 #[derive(Debug, Clone, Serialize)]
 pub struct RetrievalReport {
     pub mode: Mode,
+    /// Dense share of the hybrid fusion (hybrid only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dense_weight: Option<f32>,
     pub queries: usize,
     pub recall_at_1: f64,
     pub recall_at_5: f64,
@@ -41,9 +44,10 @@ fn ranked_articles(
     embedding: &[f32],
     mode: Mode,
     filter: &Filter,
+    dense_weight: f32,
 ) -> anyhow::Result<Vec<String>> {
     let mut articles: Vec<String> = Vec::new();
-    for hit in index.search(query, embedding, mode, 50, filter)? {
+    for hit in index.search_weighted(query, embedding, mode, 50, filter, dense_weight)? {
         let id = &index.passage(hit.passage).article_id;
         if !articles.contains(id) {
             articles.push(id.clone());
@@ -58,6 +62,7 @@ pub fn evaluate(
     embeddings: &[Vec<f32>],
     mode: Mode,
     filter: &Filter,
+    dense_weight: f32,
 ) -> anyhow::Result<RetrievalReport> {
     let (mut r1, mut r5, mut mrr, mut ndcg, mut n) = (0.0, 0.0, 0.0, 0.0, 0usize);
     for (query, embedding) in queries.iter().zip(embeddings) {
@@ -65,7 +70,7 @@ pub fn evaluate(
             continue;
         }
         n += 1;
-        let ranked = ranked_articles(index, &query.query, embedding, mode, filter)?;
+        let ranked = ranked_articles(index, &query.query, embedding, mode, filter, dense_weight)?;
         let relevant = |id: &String| query.relevant.contains(id);
         let hits_at =
             |k: usize| ranked.iter().take(k).filter(|id| relevant(id)).count() as f64 / query.relevant.len() as f64;
@@ -87,6 +92,7 @@ pub fn evaluate(
     let n_f = n.max(1) as f64;
     Ok(RetrievalReport {
         mode,
+        dense_weight: (mode == Mode::Hybrid).then_some(dense_weight),
         queries: n,
         recall_at_1: r1 / n_f,
         recall_at_5: r5 / n_f,

@@ -24,6 +24,10 @@ const TOKENIZER: &str = "tierline_en";
 const POINTER: &str = "CURRENT";
 /// Reciprocal rank fusion constant (the usual 60).
 const RRF_K: f32 = 60.0;
+/// Share of the fused score given to the dense ranking (0.5 = plain RRF). Chosen on the sample
+/// KB's own queries (index/queries.jsonl, best nDCG@10) with `tierline eval retrieval --dense-weights ...`.
+pub const HYBRID_DENSE_WEIGHT: f32 = DENSE_WEIGHT_DEFAULT;
+const DENSE_WEIGHT_DEFAULT: f32 = 0.8;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Meta {
@@ -271,6 +275,19 @@ impl KbIndex {
         k: usize,
         filter: &Filter,
     ) -> anyhow::Result<Vec<Hit>> {
+        self.search_weighted(query, query_embedding, mode, k, filter, HYBRID_DENSE_WEIGHT)
+    }
+
+    /// As `search`, with the hybrid fusion's dense weight given (for tuning and evaluation).
+    pub fn search_weighted(
+        &self,
+        query: &str,
+        query_embedding: &[f32],
+        mode: Mode,
+        k: usize,
+        filter: &Filter,
+        dense_weight: f32,
+    ) -> anyhow::Result<Vec<Hit>> {
         let depth = k.max(50);
         let bm25 = if mode == Mode::Dense { Vec::new() } else { self.bm25(query, depth, filter)? };
         let dense = if mode == Mode::Bm25 { Vec::new() } else { self.dense_search(query_embedding, depth, filter) };
@@ -284,7 +301,8 @@ impl KbIndex {
                 dense_rank: None,
             });
             hit.bm25_rank = Some(rank + 1);
-            hit.score += if mode == Mode::Bm25 { score } else { 1.0 / (RRF_K + rank as f32 + 1.0) };
+            hit.score +=
+                if mode == Mode::Bm25 { score } else { 2.0 * (1.0 - dense_weight) / (RRF_K + rank as f32 + 1.0) };
         }
         for (rank, &(passage, score)) in dense.iter().enumerate() {
             let hit = fused.entry(passage).or_insert(Hit {
@@ -295,7 +313,7 @@ impl KbIndex {
                 dense_rank: None,
             });
             hit.dense_rank = Some(rank + 1);
-            hit.score += if mode == Mode::Dense { score } else { 1.0 / (RRF_K + rank as f32 + 1.0) };
+            hit.score += if mode == Mode::Dense { score } else { 2.0 * dense_weight / (RRF_K + rank as f32 + 1.0) };
         }
         let mut hits: Vec<Hit> = fused.into_values().collect();
         for hit in &mut hits {
