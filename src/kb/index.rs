@@ -9,12 +9,12 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
-use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, Value, FAST, INDEXED, STORED};
+use tantivy::schema::{Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STORED};
 use tantivy::snippet::SnippetGenerator;
 use tantivy::tokenizer::{
     Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, StopWordFilter, TextAnalyzer,
 };
-use tantivy::{doc, Index, IndexReader, TantivyDocument};
+use tantivy::{doc, Index, IndexReader};
 
 use super::article::{Article, Audience};
 use super::passage::{self, Passage};
@@ -225,7 +225,7 @@ impl KbIndex {
     }
 
     pub fn similarity(&self, passage: usize, query: &[f32]) -> f32 {
-        self.dense[passage * self.dims..(passage + 1) * self.dims].iter().zip(query).map(|(a, b)| a * b).sum()
+        crate::inference::kernels::dot(&self.dense[passage * self.dims..(passage + 1) * self.dims], query)
     }
 
     fn bm25(&self, query: &str, k: usize, filter: &Filter) -> anyhow::Result<Vec<(usize, f32)>> {
@@ -235,9 +235,16 @@ impl KbIndex {
         // Filtered after retrieval: fetch generously so filtered-out passages do not starve k.
         let top = searcher.search(&parsed, &TopDocs::with_limit((k * 4).max(50)).order_by_score())?;
         let mut hits = Vec::new();
+        // Passage ids come from the fast-field column: no stored document is decompressed.
+        let mut columns = HashMap::new();
         for (score, address) in top {
-            let doc: TantivyDocument = searcher.doc(address)?;
-            let Some(passage) = doc.get_first(self.fields.passage).and_then(|v| v.as_u64()) else { continue };
+            let column = match columns.entry(address.segment_ord) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(searcher.segment_reader(address.segment_ord).fast_fields().u64("passage")?)
+                }
+            };
+            let Some(passage) = column.first(address.doc_id) else { continue };
             let passage = passage as usize;
             if filter.allows(&self.passages[passage]) {
                 hits.push((passage, score));

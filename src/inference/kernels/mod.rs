@@ -81,6 +81,22 @@ pub(crate) use multiversion;
 /// Lanes used by the accumulator arrays: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 
+multiversion!(pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body);
+
+/// Sum of `a[i] * b[i]` with lane-wise accumulators (vectorisable).
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let mut acc = [0.0f32; LANES];
+    let chunks = len / LANES * LANES;
+    for (ca, cb) in a[..chunks].chunks_exact(LANES).zip(b[..chunks].chunks_exact(LANES)) {
+        for lane in 0..LANES {
+            acc[lane] += ca[lane] * cb[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + a[chunks..len].iter().zip(&b[chunks..len]).map(|(x, y)| x * y).sum::<f32>()
+}
+
 #[inline(always)]
 pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
