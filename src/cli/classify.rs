@@ -1,5 +1,3 @@
-use std::io::BufRead;
-
 use clap::Args;
 use tierline::classify::{self, HeadResult};
 use tierline::config::Config;
@@ -18,18 +16,7 @@ pub struct ClassifyArgs {
 }
 
 pub fn run(config: Config, args: ClassifyArgs) -> anyhow::Result<()> {
-    let texts: Vec<String> = if args.texts.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|l| !l.trim().is_empty())
-            .collect()
-    } else {
-        args.texts
-    };
-    anyhow::ensure!(!texts.is_empty(), "no text to classify (give texts as arguments or on stdin)");
+    let texts = super::texts_from_args_or_stdin(args.texts, "classify")?;
     let classifier = classify::start(&config, EngineMetrics::register(&prometheus::Registry::new())?, true)?;
     anyhow::ensure!(!classifier.cards().is_empty(), "no heads found in {}", config.models.heads_dir.display());
     let results = classifier.classify_blocking(&texts, args.top_k)?;

@@ -1,5 +1,3 @@
-use std::io::BufRead;
-
 use clap::Args;
 use tierline::config::Config;
 use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
@@ -11,18 +9,7 @@ pub struct EmbedArgs {
 }
 
 pub fn run(config: Config, args: EmbedArgs) -> anyhow::Result<()> {
-    let texts: Vec<String> = if args.texts.is_empty() {
-        std::io::stdin()
-            .lock()
-            .lines()
-            .collect::<Result<Vec<_>, _>>()?
-            .into_iter()
-            .filter(|line| !line.trim().is_empty())
-            .collect()
-    } else {
-        args.texts
-    };
-    anyhow::ensure!(!texts.is_empty(), "no text to embed (give texts as arguments or on stdin)");
+    let texts = super::texts_from_args_or_stdin(args.texts, "embed")?;
     let encoder = inference::load_encoder(&config, BackendKind::Auto, true)?;
     let metrics = EngineMetrics::register(&prometheus::Registry::new())?;
     let mut limits = BatchLimits::from_config(&config.engine);

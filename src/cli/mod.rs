@@ -55,6 +55,20 @@ pub enum Command {
     Bench(bench::BenchCommand),
 }
 
+/// The texts given as arguments, or else one per non-empty line of stdin; `what` names the action
+/// in the error when there are none.
+pub fn texts_from_args_or_stdin(texts: Vec<String>, what: &str) -> anyhow::Result<Vec<String>> {
+    use std::io::BufRead;
+    let texts = if texts.is_empty() {
+        let lines = std::io::stdin().lock().lines().collect::<Result<Vec<_>, _>>()?;
+        lines.into_iter().filter(|line| !line.trim().is_empty()).collect()
+    } else {
+        texts
+    };
+    anyhow::ensure!(!texts.is_empty(), "no text to {what} (give texts as arguments or on stdin)");
+    Ok(texts)
+}
+
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn,tierline=info",

@@ -53,6 +53,25 @@ impl ApiError {
     }
 }
 
+/// Runs `work` under the request deadline; past it the caller gets 503 + Retry-After (the work
+/// future is dropped, so queued texts are cancelled before inference).
+pub async fn within_deadline<T, E: Into<ApiError>>(
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(ApiError {
+            retry_after_secs: Some(1),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no result within {} ms", timeout.as_millis()),
+            )
+        }),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =

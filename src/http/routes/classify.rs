@@ -3,13 +3,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::embed::validate_texts;
 use crate::classify::{ModelVersions, TextClassification};
-use crate::http::error::ApiError;
+use crate::http::error::{within_deadline, ApiError};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
@@ -43,16 +42,6 @@ pub async fn classify(
     }
     let classifier = state.classifier().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
     let timeout = Duration::from_millis(limits.request_timeout_ms);
-    let results =
-        tokio::time::timeout(timeout, classifier.classify(request.texts, request.top_k)).await.map_err(|_| {
-            ApiError {
-                retry_after_secs: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "timeout",
-                    format!("no result within {} ms", timeout.as_millis()),
-                )
-            }
-        })??;
+    let results = within_deadline(timeout, classifier.classify(request.texts, request.top_k)).await?;
     Ok(Json(ClassifyResponse { results, models: classifier.versions() }))
 }

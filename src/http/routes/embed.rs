@@ -3,11 +3,10 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::http::error::ApiError;
+use crate::http::error::{within_deadline, ApiError};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
@@ -48,14 +47,7 @@ pub async fn embed(
     validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
     let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
     let timeout = Duration::from_millis(limits.request_timeout_ms);
-    let outputs = tokio::time::timeout(timeout, engine.embed(request.texts)).await.map_err(|_| ApiError {
-        retry_after_secs: Some(1),
-        ..ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            format!("no result within {} ms", timeout.as_millis()),
-        )
-    })??;
+    let outputs = within_deadline(timeout, engine.embed(request.texts)).await?;
     let info = engine.info();
     let usage = Usage { tokens: outputs.iter().map(|o| o.tokens).sum() };
     let data = outputs
