@@ -299,28 +299,23 @@ impl KbIndex {
         let bm25 = if mode == Mode::Dense { Vec::new() } else { self.bm25(query, depth, filter)? };
         let dense = if mode == Mode::Bm25 { Vec::new() } else { self.dense_search(query_embedding, depth, filter) };
         let mut fused: HashMap<usize, Hit> = HashMap::new();
-        for (rank, &(passage, score)) in bm25.iter().enumerate() {
-            let hit = fused.entry(passage).or_insert(Hit {
-                passage,
-                score: 0.0,
-                similarity: 0.0,
-                bm25_rank: None,
-                dense_rank: None,
-            });
-            hit.bm25_rank = Some(rank + 1);
-            hit.score +=
-                if mode == Mode::Bm25 { score } else { 2.0 * (1.0 - dense_weight) / (RRF_K + rank as f32 + 1.0) };
-        }
-        for (rank, &(passage, score)) in dense.iter().enumerate() {
-            let hit = fused.entry(passage).or_insert(Hit {
-                passage,
-                score: 0.0,
-                similarity: 0.0,
-                bm25_rank: None,
-                dense_rank: None,
-            });
-            hit.dense_rank = Some(rank + 1);
-            hit.score += if mode == Mode::Dense { score } else { 2.0 * dense_weight / (RRF_K + rank as f32 + 1.0) };
+        // A single-mode search keeps that mode's raw score; hybrid sums weighted reciprocal ranks.
+        let lists = [(&bm25, Mode::Bm25, 1.0 - dense_weight), (&dense, Mode::Dense, dense_weight)];
+        for (list, list_mode, weight) in lists {
+            for (rank, &(passage, score)) in list.iter().enumerate() {
+                let hit = fused.entry(passage).or_insert(Hit {
+                    passage,
+                    score: 0.0,
+                    similarity: 0.0,
+                    bm25_rank: None,
+                    dense_rank: None,
+                });
+                match list_mode {
+                    Mode::Bm25 => hit.bm25_rank = Some(rank + 1),
+                    _ => hit.dense_rank = Some(rank + 1),
+                }
+                hit.score += if mode == list_mode { score } else { 2.0 * weight / (RRF_K + rank as f32 + 1.0) };
+            }
         }
         let mut hits: Vec<Hit> = fused.into_values().collect();
         for hit in &mut hits {

@@ -133,7 +133,7 @@ pub fn multi_label(labels: &[String], probs: &[Vec<f32>], truth: &[Vec<bool>], t
     let (stp, sfp, sfn) = (tp.iter().sum::<usize>(), fp.iter().sum::<usize>(), fn_.iter().sum::<usize>());
     let micro_f1 = f1(ratio(stp, stp + sfp), ratio(stp, stp + sfn));
     let macro_f1 = per_class.iter().map(|m| m.f1).sum::<f64>() / classes.max(1) as f64;
-    let (ece, reliability) = calibration_binary(&confidences, 10);
+    let (ece, reliability) = calibration(&confidences, 10);
     MultiLabelReport {
         examples: truth.len(),
         subset_accuracy: ratio(exact, truth.len()),
@@ -153,28 +153,17 @@ pub fn argmax(values: &[f32]) -> (usize, f32) {
         .fold((0, f32::NEG_INFINITY), |best, (i, v)| if v > best.1 { (i, v) } else { best })
 }
 
-/// ECE of top-1 confidences: `(confidence, correct)` pairs in equal-width bins.
+/// ECE over `(confidence, outcome)` pairs in equal-width bins: top-1 confidence and whether it
+/// was right, or a label's probability and whether the label applies.
 pub fn calibration(samples: &[(f64, bool)], bins: usize) -> (f64, Vec<ReliabilityBin>) {
-    bin_samples(samples.iter().map(|&(c, ok)| (c, c, ok as u8 as f64)), samples.len(), bins)
-}
-
-/// ECE of binary probabilities: `(probability, outcome)`, accuracy read as the positive rate.
-fn calibration_binary(samples: &[(f64, bool)], bins: usize) -> (f64, Vec<ReliabilityBin>) {
-    bin_samples(samples.iter().map(|&(p, y)| (p, p, y as u8 as f64)), samples.len(), bins)
-}
-
-fn bin_samples(
-    samples: impl Iterator<Item = (f64, f64, f64)>,
-    total: usize,
-    bins: usize,
-) -> (f64, Vec<ReliabilityBin>) {
     let mut sums = vec![(0usize, 0.0f64, 0.0f64); bins];
-    for (key, confidence, outcome) in samples {
-        let index = ((key * bins as f64) as usize).min(bins - 1);
+    for &(confidence, outcome) in samples {
+        let index = ((confidence * bins as f64) as usize).min(bins - 1);
         sums[index].0 += 1;
         sums[index].1 += confidence;
-        sums[index].2 += outcome;
+        sums[index].2 += outcome as u8 as f64;
     }
+    let total = samples.len().max(1) as f64;
     let mut ece = 0.0;
     let reliability = sums
         .iter()
@@ -182,7 +171,7 @@ fn bin_samples(
         .map(|(i, &(count, conf, acc))| {
             let (mean_confidence, accuracy) =
                 if count == 0 { (0.0, 0.0) } else { (conf / count as f64, acc / count as f64) };
-            ece += count as f64 / total.max(1) as f64 * (mean_confidence - accuracy).abs();
+            ece += count as f64 / total * (mean_confidence - accuracy).abs();
             ReliabilityBin {
                 lower: i as f64 / bins as f64,
                 upper: (i + 1) as f64 / bins as f64,
