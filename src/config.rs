@@ -49,6 +49,8 @@ pub struct ServerConfig {
     /// Longest accepted text, in bytes (422 above). Texts are truncated to the model's maximum
     /// number of tokens, so this only guards memory.
     pub max_text_bytes: usize,
+    /// Longest knowledge-base article body accepted over HTTP, in bytes (413 above).
+    pub max_article_bytes: usize,
     /// A request still waiting for inference after this long gets 503.
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests.
@@ -133,6 +135,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             max_texts_per_request: 256,
             max_text_bytes: 32 * 1024,
+            max_article_bytes: 256 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
         }
@@ -201,6 +204,7 @@ impl Config {
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("server.max_texts_per_request", self.server.max_texts_per_request),
             ("server.max_text_bytes", self.server.max_text_bytes),
+            ("server.max_article_bytes", self.server.max_article_bytes),
             ("engine.max_queued_texts", self.engine.max_queued_texts),
             ("engine.max_batch_tokens", self.engine.max_batch_tokens),
             ("engine.max_batch_texts", self.engine.max_batch_texts),

@@ -54,6 +54,16 @@ impl TestServer {
         (status, response.json().await.expect("error bodies are JSON"))
     }
 
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get_text(&self, path: &str) -> (u16, String) {
         let response = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
@@ -161,6 +171,9 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     assert_eq!(hits["hits"][0]["article_id"], "rotate-api-keys", "{hits}");
     let (status, _) = server.get_text("/v1/kb/search?q=x&audience=everyone").await;
     assert_eq!(status, 422);
+    let (status, text) = server.get_text("/v1/kb/search?q=x&k=many").await;
+    let body: Value = serde_json::from_str(&text).expect("query errors are JSON");
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
 
     let (status, metrics) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
@@ -236,5 +249,106 @@ async fn concurrent_clients_get_answers_or_429_and_batches_form() {
         "batches larger than one text formed ({single} of {batches} were single)"
     );
     eprintln!("200 clients: {ok} answered, {overloaded} got 429, {batches} encoder passes");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knowledge_base_articles_are_edited_over_http_and_edits_survive_a_restart() {
+    use reqwest::Method;
+    let config = common::config();
+    let server = TestServer::start(config.clone()).await;
+    let question = json!({ "question": "How do I pair the Brightwave desk lamp with my account?" });
+    let (_, before) = server.post("/v1/answer", question.clone()).await;
+    assert_ne!(before["citations"][0]["article_id"], "pair-desk-lamp", "{before}");
+
+    let article = json!({
+        "title": "Pair the Brightwave desk lamp",
+        "body": "To pair the Brightwave desk lamp with your account, hold the lamp's power button for five seconds until it blinks blue, then open Settings > Devices > Add device and pick the lamp from the list.",
+        "url": "https://help.brightwave.io/pair-desk-lamp",
+        "tags": ["devices"],
+    });
+    let (status, created) = server.post("/v1/kb/articles", article.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["id"], "pair-the-brightwave-desk-lamp");
+    assert!(created["passages"].as_u64().unwrap() >= 1);
+    let id = "pair-the-brightwave-desk-lamp";
+    let (status, body) = server.post("/v1/kb/articles", article.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already_exists")), "{body}");
+
+    let (_, answer) = server.post("/v1/answer", question.clone()).await;
+    assert_eq!(answer["answered"], true, "{answer}");
+    assert_eq!(answer["citations"][0]["article_id"], id, "{answer}");
+
+    // Replace: the new text answers; the old does not linger.
+    let mut replaced = article.clone();
+    replaced["body"] = json!("Pairing the Brightwave desk lamp: press the lamp's power button three times quickly; the Brightwave app then shows it under Devices, ready to add to your account.");
+    let (status, body) = server.send(Method::PUT, &format!("/v1/kb/articles/{id}"), Some(replaced)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, got) = server.send(Method::GET, &format!("/v1/kb/articles/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(got["body"].as_str().unwrap().contains("three times"), "{got}");
+
+    // Bad input: 4xx with the field named, nothing stored.
+    let cases = [
+        (Method::POST, "/v1/kb/articles".to_string(), json!({ "title": " ", "body": "text" }), 422, Some("title")),
+        (Method::POST, "/v1/kb/articles".to_string(), json!({ "title": "T", "body": "" }), 422, Some("body")),
+        (
+            Method::POST,
+            "/v1/kb/articles".to_string(),
+            json!({ "id": "../etc", "title": "T", "body": "x" }),
+            422,
+            Some("id"),
+        ),
+        (
+            Method::POST,
+            "/v1/kb/articles".to_string(),
+            json!({ "title": "T", "body": "x", "audiance": "public" }),
+            422,
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/v1/kb/articles/{id}"),
+            json!({ "id": "other", "title": "T", "body": "x" }),
+            422,
+            Some("id"),
+        ),
+        (
+            Method::POST,
+            "/v1/kb/articles".to_string(),
+            json!({ "title": "T", "body": "x".repeat(300_000) }),
+            413,
+            Some("body"),
+        ),
+    ];
+    for (method, path, request, status, field) in cases {
+        let (got, body) = server.send(method, &path, Some(request)).await;
+        assert_eq!(got, status, "{path}: {body}");
+        if let Some(field) = field {
+            assert_eq!(body["error"]["field"], field, "{body}");
+        }
+    }
+    let (_, list) = server.send(Method::GET, "/v1/kb/articles", None).await;
+    let count = list["articles"].as_array().unwrap().len();
+    assert!(list["articles"].as_array().unwrap().iter().all(|a| a["title"] != "T"), "nothing half-stored");
+
+    // Remove a sample article; it stops answering.
+    let (status, _) = server.send(Method::DELETE, "/v1/kb/articles/reset-your-password", None).await;
+    assert_eq!(status, 204);
+    let (status, body) = server.send(Method::DELETE, "/v1/kb/articles/reset-your-password", None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let (_, answer) = server.post("/v1/answer", json!({ "question": "How do I reset my password?" })).await;
+    assert!(answer["citations"].as_array().unwrap().iter().all(|c| c["article_id"] != "reset-your-password"));
+    server.stop().await;
+
+    // A restart rebuilds from the source folder plus the stored edits.
+    let server = TestServer::start(config).await;
+    let (_, list) = server.send(Method::GET, "/v1/kb/articles", None).await;
+    assert_eq!(list["articles"].as_array().unwrap().len(), count - 1);
+    let (status, got) = server.send(Method::GET, &format!("/v1/kb/articles/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(got["body"].as_str().unwrap().contains("three times"), "{got}");
+    let (status, _) = server.send(Method::GET, "/v1/kb/articles/reset-your-password", None).await;
+    assert_eq!(status, 404);
     server.stop().await;
 }

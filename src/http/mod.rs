@@ -27,6 +27,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/classify", post(routes::classify::classify))
         .route("/v1/models", get(routes::models::models))
         .route("/v1/kb/search", get(routes::kb::search))
+        .route("/v1/kb/articles", get(routes::kb_articles::list).post(routes::kb_articles::create))
+        .route(
+            "/v1/kb/articles/{id}",
+            get(routes::kb_articles::get).put(routes::kb_articles::put).delete(routes::kb_articles::delete),
+        )
         .route("/v1/answer", post(routes::kb::answer))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

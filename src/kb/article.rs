@@ -42,6 +42,39 @@ pub struct Article {
     pub body: String,
 }
 
+impl Article {
+    /// Checks what the API and the CLI accept: `Err((field, message))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.title.trim().is_empty() {
+            return Err(("title", "`title` must not be empty".into()));
+        }
+        if self.body.trim().is_empty() {
+            return Err(("body", "`body` must not be empty".into()));
+        }
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 128
+            && self.id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !self.id.starts_with('.');
+        if !id_ok {
+            return Err(("id", "`id` must be 1-128 characters of letters, digits, `-`, `_` or `.`".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A URL-safe id from a title: `"Reset your password"` -> `reset-your-password`.
+pub fn slug(title: &str) -> String {
+    let mut slug = String::new();
+    for c in title.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.is_empty() && !slug.ends_with('-') {
+            slug.push('-');
+        }
+    }
+    slug.trim_end_matches('-').chars().take(96).collect()
+}
+
 /// One article that could not be loaded, and why.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct IngestError {

@@ -51,6 +51,7 @@ pub struct KbIndex {
     dense: Vec<f32>,
     dims: usize,
     generation: PathBuf,
+    articles: Vec<Article>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,6 +167,7 @@ pub fn build(
     }
     writer.commit()?;
     std::fs::write(generation.join("passages.json"), serde_json::to_vec(&passages)?)?;
+    std::fs::write(generation.join("articles.json"), serde_json::to_vec(articles)?)?;
     let bytes: Vec<u8> = dense.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(generation.join("dense.f32"), bytes)?;
     std::fs::write(
@@ -202,6 +204,7 @@ impl KbIndex {
         let generation = root.join(name.trim());
         let meta: Meta = serde_json::from_slice(&std::fs::read(generation.join("meta.json"))?)?;
         let passages: Vec<Passage> = serde_json::from_slice(&std::fs::read(generation.join("passages.json"))?)?;
+        let articles: Vec<Article> = serde_json::from_slice(&std::fs::read(generation.join("articles.json"))?)?;
         let bytes = std::fs::read(generation.join("dense.f32"))?;
         anyhow::ensure!(
             bytes.len() == meta.passages * meta.dims * 4 && passages.len() == meta.passages,
@@ -213,7 +216,16 @@ impl KbIndex {
         register_tokenizer(&index);
         let (_, fields) = schema();
         let reader = index.reader()?;
-        Ok(Self { index, reader, fields, passages, dense, dims: meta.dims, generation })
+        Ok(Self { index, reader, fields, passages, dense, dims: meta.dims, generation, articles })
+    }
+
+    /// The articles this generation was built from.
+    pub fn articles(&self) -> &[Article] {
+        &self.articles
+    }
+
+    pub fn article(&self, id: &str) -> Option<&Article> {
+        self.articles.iter().find(|a| a.id == id)
     }
 
     pub fn passages(&self) -> &[Passage] {

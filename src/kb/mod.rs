@@ -2,16 +2,18 @@
 //! Tier-1 answers with citations, or an explicit "no answer" so the caller escalates.
 
 pub mod article;
+pub mod edits;
 pub mod eval;
 pub mod index;
 pub mod passage;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
 pub use article::{Article, Audience, IngestError};
+pub use edits::Edits;
 pub use index::{Filter, Hit, KbIndex, Mode};
 
 use crate::inference::{Engine, EngineError};
@@ -20,6 +22,8 @@ use crate::inference::{Engine, EngineError};
 /// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
 const CONFIDENCE_MIDPOINT: f32 = 0.45;
 const CONFIDENCE_SLOPE: f32 = 12.0;
+/// Edits made through the API or the CLI, beside the index generations.
+const EDITS_FILE: &str = "edits.json";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Citation {
@@ -55,12 +59,23 @@ pub struct KnowledgeBase {
     index: RwLock<Arc<KbIndex>>,
     engine: Engine,
     root: PathBuf,
+    source: PathBuf,
     min_confidence: f32,
+    /// Serialises edits: each one reads, changes and rebuilds the whole article set.
+    updating: Mutex<()>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Replaced,
 }
 
 impl KnowledgeBase {
-    /// Loads the articles at `source`, (re)builds the index under `root` (reusing unchanged
-    /// passage embeddings) and returns it with the articles that could not be loaded.
+    /// Loads the articles at `source`, applies the stored edits, (re)builds the index under `root`
+    /// (reusing unchanged passage embeddings) and returns it with the articles that could not be
+    /// loaded.
     pub fn build(
         engine: Engine,
         root: &Path,
@@ -71,9 +86,18 @@ impl KnowledgeBase {
         for error in &errors {
             tracing::warn!(%error, "article not indexed");
         }
+        let articles = Edits::load(&root.join(EDITS_FILE))?.apply(articles);
         let index = build_index(&engine, root, &articles)?;
         tracing::info!(articles = articles.len(), passages = index.passages().len(), "knowledge base indexed");
-        Ok((Self { index: RwLock::new(Arc::new(index)), engine, root: root.to_path_buf(), min_confidence }, errors))
+        let kb = Self {
+            index: RwLock::new(Arc::new(index)),
+            engine,
+            root: root.to_path_buf(),
+            source: source.to_path_buf(),
+            min_confidence,
+            updating: Mutex::new(()),
+        };
+        Ok((kb, errors))
     }
 
     /// The index readers use now; a rebuild swaps it whole.
@@ -86,6 +110,63 @@ impl KnowledgeBase {
         let index = build_index(&self.engine, &self.root, articles)?;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
         Ok(())
+    }
+
+    /// Adds or replaces an article (blocking: it embeds the changed passages and rebuilds).
+    pub fn upsert(&self, article: Article) -> anyhow::Result<Upserted> {
+        Ok(self.upsert_all(vec![article])?.remove(0))
+    }
+
+    /// Adds or replaces articles with one rebuild. The edit is stored before the rebuild and taken
+    /// back if the rebuild fails.
+    pub fn upsert_all(&self, new: Vec<Article>) -> anyhow::Result<Vec<Upserted>> {
+        let _guard = self.updating.lock().unwrap_or_else(|p| p.into_inner());
+        let mut articles: Vec<Article> = self.current().articles().to_vec();
+        let mut outcomes = Vec::with_capacity(new.len());
+        for article in &new {
+            match articles.iter_mut().find(|a| a.id == article.id) {
+                Some(existing) => {
+                    *existing = article.clone();
+                    outcomes.push(Upserted::Replaced);
+                }
+                None => {
+                    articles.push(article.clone());
+                    outcomes.push(Upserted::Created);
+                }
+            }
+        }
+        self.apply_edit(|edits| new.into_iter().for_each(|a| edits.upsert(a)), &articles)?;
+        Ok(outcomes)
+    }
+
+    /// Removes an article; `false` when there was none with that id.
+    pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+        let _guard = self.updating.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.current();
+        if current.article(id).is_none() {
+            return Ok(false);
+        }
+        let articles: Vec<Article> = current.articles().iter().filter(|a| a.id != id).cloned().collect();
+        self.apply_edit(|edits| edits.delete(id), &articles)?;
+        Ok(true)
+    }
+
+    fn apply_edit(&self, edit: impl FnOnce(&mut Edits), articles: &[Article]) -> anyhow::Result<()> {
+        let path = self.root.join(EDITS_FILE);
+        let before = Edits::load(&path)?;
+        let mut after = before.clone();
+        edit(&mut after);
+        after.save(&path)?;
+        if let Err(err) = self.rebuild(articles) {
+            before.save(&path)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The folder the articles are loaded from before the edits apply.
+    pub fn source(&self) -> &Path {
+        &self.source
     }
 
     async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EngineError> {

@@ -1,11 +1,11 @@
 //! `GET /v1/kb/search` (agents, debugging) and `POST /v1/answer` (Tier-1 answers for customers).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::http::error::ApiError;
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
 use crate::kb::{Answer, Audience, Citation, Filter, Mode};
 
@@ -38,7 +38,7 @@ pub struct SearchResponse {
     pub hits: Vec<Citation>,
 }
 
-fn kb(state: &AppState) -> Result<&crate::kb::KnowledgeBase, ApiError> {
+pub(super) fn kb(state: &AppState) -> Result<&crate::kb::KnowledgeBase, ApiError> {
     state
         .kb()
         .ok_or_else(|| ApiError::not_ready("the knowledge base is still loading (or disabled: kb.source is empty)"))
@@ -46,7 +46,7 @@ fn kb(state: &AppState) -> Result<&crate::kb::KnowledgeBase, ApiError> {
 
 pub async fn search(
     State(state): State<AppState>,
-    Query(params): Query<SearchParams>,
+    ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     if params.q.trim().is_empty() {
         return Err(ApiError::invalid("q", "`q` must not be empty"));
@@ -89,7 +89,7 @@ pub async fn answer(
     Ok(Json(kb(&state)?.answer(&request.question).await.map_err(internal)?))
 }
 
-fn internal(err: anyhow::Error) -> ApiError {
+pub(super) fn internal(err: anyhow::Error) -> ApiError {
     match err.downcast::<crate::inference::EngineError>() {
         Ok(engine) => engine.into(),
         Err(other) => {

@@ -2,4 +2,5 @@ pub mod classify;
 pub mod embed;
 pub mod health;
 pub mod kb;
+pub mod kb_articles;
 pub mod models;
