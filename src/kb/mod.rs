@@ -176,16 +176,26 @@ impl KnowledgeBase {
     pub async fn search(&self, query: &str, mode: Mode, k: usize, filter: &Filter) -> anyhow::Result<Vec<Citation>> {
         let embedding = self.embed_query(query).await?;
         let index = self.current();
-        let hits = index.search(query, &embedding, mode, k, filter)?;
-        Ok(hits.iter().map(|hit| citation(&index, query, hit)).collect())
+        let (query, filter) = (query.to_string(), filter.clone());
+        // A search takes milliseconds: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let hits = index.search(&query, &embedding, mode, k, &filter)?;
+            Ok(hits.iter().map(|hit| citation(&index, &query, hit)).collect())
+        })
+        .await?
     }
 
     /// A Tier-1 answer for a customer: public articles only.
     pub async fn answer(&self, question: &str) -> anyhow::Result<Answer> {
         let embedding = self.embed_query(question).await?;
         let index = self.current();
-        let hits = index.search(question, &embedding, Mode::Hybrid, 5, &Filter::customer())?;
-        Ok(decide(&index, question, &hits, self.min_confidence))
+        let question = question.to_string();
+        let min_confidence = self.min_confidence;
+        tokio::task::spawn_blocking(move || {
+            let hits = index.search(&question, &embedding, Mode::Hybrid, 5, &Filter::customer())?;
+            Ok(decide(&index, &question, &hits, min_confidence))
+        })
+        .await?
     }
 }
 

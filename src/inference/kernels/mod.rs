@@ -83,6 +83,39 @@ pub(crate) const LANES: usize = 16;
 
 multiversion!(pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body);
 
+multiversion!(pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 => dot_i8_body);
+
+/// Integer dot product of int8 vectors (exact: each product fits i16, the sum i32 for any
+/// length below 2^17).
+#[inline(always)]
+fn dot_i8_body(a: &[i8], b: &[i8]) -> i32 {
+    const WIDE: usize = 32;
+    let len = a.len().min(b.len());
+    let mut acc = [0i32; WIDE];
+    let chunks = len / WIDE * WIDE;
+    for (ca, cb) in a[..chunks].chunks_exact(WIDE).zip(b[..chunks].chunks_exact(WIDE)) {
+        for lane in 0..WIDE {
+            acc[lane] += i32::from(ca[lane]) * i32::from(cb[lane]);
+        }
+    }
+    acc.iter().sum::<i32>()
+        + a[chunks..len].iter().zip(&b[chunks..len]).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum::<i32>()
+}
+
+/// Symmetric int8 quantisation of one vector: `x ~ q * scale`.
+pub fn quantize_i8(values: &[f32], out: &mut [i8]) -> f32 {
+    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        out.fill(0);
+        return 0.0;
+    }
+    let scale = max / 127.0;
+    for (q, v) in out.iter_mut().zip(values) {
+        *q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
 /// Sum of `a[i] * b[i]` with lane-wise accumulators (vectorisable).
 #[inline(always)]
 fn dot_body(a: &[f32], b: &[f32]) -> f32 {

@@ -167,3 +167,22 @@ fn every_simd_level_gives_the_same_result() {
     let portable: Vec<f32> = input.iter().map(|&v| math::gelu_erf(v)).collect();
     assert!(max_abs_diff(&via_dispatch, &portable) < 1e-6);
 }
+
+#[test]
+fn int8_dot_is_exact_and_quantised_cosine_stays_close_for_odd_sizes() {
+    for len in [1usize, 7, 31, 33, 384, 1000] {
+        let a = random(&[len], 0.0);
+        let b = random(&[len], 0.0);
+        let (mut qa, mut qb) = (vec![0i8; len], vec![0i8; len]);
+        let (sa, sb) = (super::quantize_i8(&a, &mut qa), super::quantize_i8(&b, &mut qb));
+        let exact: i32 = qa.iter().zip(&qb).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum();
+        assert_eq!(super::dot_i8(&qa, &qb), exact, "len {len}");
+        let approx = exact as f32 * sa * sb;
+        let reference = super::dot(&a, &b);
+        let norm = super::dot(&a, &a).sqrt() * super::dot(&b, &b).sqrt();
+        assert!((approx - reference).abs() / norm < 0.02, "len {len}: {approx} vs {reference}");
+    }
+    let mut zeros = [1i8; 4];
+    assert_eq!(super::quantize_i8(&[0.0; 4], &mut zeros), 0.0);
+    assert_eq!(zeros, [0; 4]);
+}
