@@ -49,6 +49,14 @@ fn answers_password_resets_and_abstains_on_out_of_scope_questions() {
     assert!(swallow.answer.is_none());
     assert!(swallow.reason.is_some() && swallow.confidence < 0.5, "{swallow:?}");
 
+    // A follow-up is read with the conversation's previous message.
+    let context = vec!["How do I download my invoices?".to_string()];
+    let alone = rt.block_on(kb.answer("Can I get them as PDF files?")).unwrap();
+    let in_context = rt.block_on(kb.answer_in_context("Can I get them as PDF files?", &context)).unwrap();
+    assert!(in_context.answered, "{in_context:?}");
+    assert_eq!(in_context.citations[0].article_id, "download-invoices", "{in_context:?}");
+    assert!(in_context.confidence >= alone.confidence);
+
     // The threshold decides: the same question goes unanswered when nothing short of certainty will do.
     let strict = sample_kb(tempfile::tempdir().unwrap().path(), 0.999);
     let unsure = rt.block_on(strict.answer("How do I reset my password?")).unwrap();

@@ -187,13 +187,31 @@ impl KnowledgeBase {
 
     /// A Tier-1 answer for a customer: public articles only.
     pub async fn answer(&self, question: &str) -> anyhow::Result<Answer> {
-        let embedding = self.embed_query(question).await?;
+        self.answer_in_context(question, &[]).await
+    }
+
+    /// As `answer`, for a question asked in a conversation: `context` holds the customer's earlier
+    /// messages, oldest first. A follow-up ("and on the annual plan?") is also searched together
+    /// with the previous message; the reading whose best match is closer wins.
+    pub async fn answer_in_context(&self, question: &str, context: &[String]) -> anyhow::Result<Answer> {
+        let mut readings = vec![question.to_string()];
+        if let Some(previous) = context.iter().rev().find(|m| !m.trim().is_empty()) {
+            readings.push(format!("{previous} {question}"));
+        }
+        let embeddings: Vec<Vec<f32>> =
+            self.engine.embed(readings.clone()).await?.into_iter().map(|o| o.embedding).collect();
         let index = self.current();
-        let question = question.to_string();
         let min_confidence = self.min_confidence;
         tokio::task::spawn_blocking(move || {
-            let hits = index.search(&question, &embedding, Mode::Hybrid, 5, &Filter::customer())?;
-            Ok(decide(&index, &question, &hits, min_confidence))
+            let mut best: Option<Answer> = None;
+            for (reading, embedding) in readings.iter().zip(&embeddings) {
+                let hits = index.search(reading, embedding, Mode::Hybrid, 5, &Filter::customer())?;
+                let answer = decide(&index, reading, &hits, min_confidence);
+                if best.as_ref().is_none_or(|b| answer.confidence > b.confidence) {
+                    best = Some(answer);
+                }
+            }
+            Ok(best.expect("at least the question itself is searched"))
         })
         .await?
     }

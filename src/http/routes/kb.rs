@@ -74,6 +74,9 @@ pub async fn search(
 #[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
     pub question: String,
+    /// The customer's earlier messages in the conversation, oldest first (at most 20).
+    #[serde(default)]
+    pub context: Vec<String>,
 }
 
 pub async fn answer(
@@ -86,7 +89,14 @@ pub async fn answer(
     if request.question.len() > state.limits().max_text_bytes {
         return Err(ApiError::too_large("question", "question is too long"));
     }
-    Ok(Json(kb(&state)?.answer(&request.question).await.map_err(internal)?))
+    if request.context.len() > 20 {
+        return Err(ApiError::too_large("context", "`context` holds at most 20 messages"));
+    }
+    if let Some(i) = request.context.iter().position(|m| m.len() > state.limits().max_text_bytes) {
+        return Err(ApiError::too_large(format!("context[{i}]"), "message is too long"));
+    }
+    let answer = kb(&state)?.answer_in_context(&request.question, &request.context).await.map_err(internal)?;
+    Ok(Json(answer))
 }
 
 pub(super) fn internal(err: anyhow::Error) -> ApiError {
