@@ -48,6 +48,25 @@ pub struct TextClassification {
     pub truncated: bool,
 }
 
+impl TextClassification {
+    /// P(`label`) from head `head` (0 when the head or label is absent, or outside `top`).
+    pub fn probability(&self, head: &str, label: &str) -> f32 {
+        match self.heads.get(head) {
+            Some(HeadResult::Single { top, .. }) => top.iter().find(|l| l.label == label).map_or(0.0, |l| l.score),
+            Some(HeadResult::Multi { scores, .. }) => scores.get(label).copied().unwrap_or(0.0),
+            None => 0.0,
+        }
+    }
+
+    /// The single-label head's label and its probability.
+    pub fn label(&self, head: &str) -> Option<(&str, f32)> {
+        match self.heads.get(head) {
+            Some(HeadResult::Single { label, score, .. }) => Some((label.as_str(), *score)),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelVersions {
     pub encoder: String,
@@ -121,6 +140,15 @@ impl Classifier {
     }
 
     pub async fn classify(&self, texts: Vec<String>, top_k: usize) -> Result<Vec<TextClassification>, EngineError> {
+        Ok(self.classify_with_embeddings(texts, top_k).await?.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// As `classify`, with each text's pooled embedding from the same encoder pass.
+    pub async fn classify_with_embeddings(
+        &self,
+        texts: Vec<String>,
+        top_k: usize,
+    ) -> Result<Vec<(TextClassification, Vec<f32>)>, EngineError> {
         let checkpoint_texts = if self.checkpoints.is_empty() { Vec::new() } else { texts.clone() };
         let mut outputs = self.engine.embed(texts).await?;
         if !self.checkpoints.is_empty() {
@@ -133,7 +161,10 @@ impl Classifier {
                 output.heads.extend(scores);
             }
         }
-        Ok(outputs.into_iter().map(|out| self.interpret(&out.heads, out.tokens, out.truncated, top_k)).collect())
+        Ok(outputs
+            .into_iter()
+            .map(|out| (self.interpret(&out.heads, out.tokens, out.truncated, top_k), out.embedding))
+            .collect())
     }
 
     pub fn classify_blocking(&self, texts: &[String], top_k: usize) -> Result<Vec<TextClassification>, EngineError> {

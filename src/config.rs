@@ -18,6 +18,36 @@ pub struct Config {
     pub models: ModelsConfig,
     pub engine: EngineConfig,
     pub kb: KbConfig,
+    pub support: SupportConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// SQLite database of conversations, messages and API keys, relative to `data_dir`.
+    pub database: PathBuf,
+    /// The triage policy: thresholds, phrases, queues, account rules.
+    pub policy: PathBuf,
+    /// API keys: `auto` (required once a key exists), `required`, or `off`.
+    pub auth: AuthMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Auto,
+    Required,
+    Off,
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self {
+            database: PathBuf::from("tierline.db"),
+            policy: PathBuf::from("models/policy.toml"),
+            auth: AuthMode::Auto,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -123,6 +153,7 @@ impl Default for Config {
             models: ModelsConfig::default(),
             engine: EngineConfig::default(),
             kb: KbConfig::default(),
+            support: SupportConfig::default(),
         }
     }
 }

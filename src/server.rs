@@ -2,6 +2,7 @@
 //! `/health` answers at once), load the model on a blocking thread, then serve `/ready`.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
@@ -9,9 +10,11 @@ use tokio::net::TcpListener;
 
 use crate::classify;
 use crate::config::Config;
+use crate::conversation::Support;
 use crate::http::{self, AppState};
 use crate::inference::EngineMetrics;
 use crate::kb::KnowledgeBase;
+use crate::storage::Store;
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
 /// when the models cannot be loaded (including a head trained on another encoder).
@@ -21,7 +24,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
-    let state = AppState::new(config.server.clone(), registry.clone())?;
+    // Storage and policy first: a bad policy or an unreadable database stops the start at once.
+    let store = Arc::new(Store::open(&config.data_dir.join(&config.support.database))?);
+    let support = Arc::new(Support::new(store, config.support.policy.clone())?);
+    let sweeper = support.spawn_sweeper();
+    #[cfg(unix)]
+    let reloader = reload_policy_on_sighup(support.clone());
+    let state = AppState::new(config.server.clone(), support, config.support.auth, registry.clone())?;
     let engine_metrics = EngineMetrics::register(&registry)?;
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
@@ -76,6 +85,9 @@ pub async fn run(
     };
     tracing::info!(address = %listener.local_addr()?, "listening");
     http::serve(listener, state.clone(), stop, grace).await?;
+    sweeper.abort();
+    #[cfg(unix)]
+    reloader.abort();
     if let Some(engine) = state.engine() {
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || engine.shutdown()).await?;
@@ -84,4 +96,20 @@ pub async fn run(
         anyhow::bail!("{error}");
     }
     Ok(())
+}
+
+/// SIGHUP re-reads the policy file (a bad file is logged and the old policy stays).
+#[cfg(unix)]
+fn reload_policy_on_sighup(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload the policy over HTTP");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(err) = support.reload_policy() {
+                tracing::error!("policy not reloaded: {err:#}");
+            }
+        }
+    })
 }

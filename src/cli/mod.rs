@@ -2,10 +2,12 @@
 
 mod bench;
 mod classify;
+mod demo;
 mod embed;
 mod eval;
 mod eval_retrieval;
 mod index;
+mod keys;
 mod models;
 mod serve;
 mod train;
@@ -53,6 +55,11 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Play a few realistic conversations against a running server and print what happens.
+    Demo(demo::DemoArgs),
 }
 
 /// The texts given as arguments, or else one per non-empty line of stdin; `what` names the action
@@ -91,6 +98,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Models(command) => models::run(config, command),
         Command::Embed(args) => embed::run(config, args),
         Command::Bench(command) => bench::run(config, command),
+        Command::Keys(command) => keys::run(config, command),
+        Command::Demo(args) => demo::run(args),
         Command::Train(args) => train::run(config, args),
         Command::Classify(args) => classify::run(config, args),
         Command::Eval(args) => match args.retrieval {

@@ -1,5 +1,6 @@
 //! HTTP transport (axum): routes, limits, JSON errors, metrics. Knows nothing of candle.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod routes;
@@ -33,7 +34,16 @@ pub fn router(state: AppState) -> Router {
             get(routes::kb_articles::get).put(routes::kb_articles::put).delete(routes::kb_articles::delete),
         )
         .route("/v1/answer", post(routes::kb::answer))
+        .route("/v1/conversations", post(routes::conversations::create))
+        .route("/v1/conversations/{id}", get(routes::conversations::get))
+        .route("/v1/conversations/{id}/messages", post(routes::conversations::customer_message))
+        .route("/v1/conversations/{id}/agent-messages", post(routes::conversations::agent_message))
+        .route("/v1/conversations/{id}/resolve", post(routes::conversations::resolve))
+        .route("/v1/conversations/{id}/handoff", get(routes::conversations::handoff))
+        .route("/v1/queues/{queue}", get(routes::conversations::queue))
+        .route("/v1/admin/policy/reload", post(routes::conversations::reload_policy))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)

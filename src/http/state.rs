@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 use prometheus::{HistogramOpts, HistogramVec, Registry};
 
 use crate::classify::Classifier;
-use crate::config::ServerConfig;
+use crate::config::{AuthMode, ServerConfig};
+use crate::conversation::{Models, Support};
 use crate::inference::Engine;
 use crate::kb::KnowledgeBase;
 
@@ -18,13 +19,20 @@ struct Inner {
     classifier: OnceLock<Classifier>,
     kb: OnceLock<KnowledgeBase>,
     load_error: RwLock<Option<String>>,
+    support: Arc<Support>,
+    auth: AuthMode,
     limits: ServerConfig,
     registry: Registry,
     http_seconds: HistogramVec,
 }
 
 impl AppState {
-    pub fn new(limits: ServerConfig, registry: Registry) -> anyhow::Result<Self> {
+    pub fn new(
+        limits: ServerConfig,
+        support: Arc<Support>,
+        auth: AuthMode,
+        registry: Registry,
+    ) -> anyhow::Result<Self> {
         let http_seconds = HistogramVec::new(
             HistogramOpts::new("tierline_http_request_seconds", "HTTP request latency by route and status")
                 .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
@@ -36,6 +44,8 @@ impl AppState {
                 classifier: OnceLock::new(),
                 kb: OnceLock::new(),
                 load_error: RwLock::new(None),
+                support,
+                auth,
                 limits,
                 registry,
                 http_seconds,
@@ -65,6 +75,19 @@ impl AppState {
         if self.inner.kb.set(kb).is_err() {
             tracing::warn!("knowledge base already set; ignoring the second one");
         }
+    }
+
+    pub fn support(&self) -> &Arc<Support> {
+        &self.inner.support
+    }
+
+    pub fn auth(&self) -> AuthMode {
+        self.inner.auth
+    }
+
+    /// The models, once loaded.
+    pub fn models(&self) -> Option<Models<'_>> {
+        self.classifier().map(|classifier| Models { classifier, kb: self.kb() })
     }
 
     pub fn set_load_error(&self, error: String) {

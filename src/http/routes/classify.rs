@@ -3,11 +3,13 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::embed::validate_texts;
 use crate::classify::{ModelVersions, TextClassification};
+use crate::conversation::{Ticket, TicketTriage};
 use crate::http::error::{within_deadline, ApiError};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
@@ -15,7 +17,12 @@ use crate::http::state::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
-    pub texts: Vec<String>,
+    /// Raw texts: the heads' scores only.
+    #[serde(default)]
+    pub texts: Option<Vec<String>>,
+    /// Tickets: full triage (signals, tier, queue, reasons, answer or draft).
+    #[serde(default)]
+    pub tickets: Option<Vec<Ticket>>,
     /// How many ranked labels single-label heads return (1-20, default 3).
     #[serde(default = "default_top_k")]
     pub top_k: usize,
@@ -31,17 +38,35 @@ pub struct ClassifyResponse {
     pub models: ModelVersions,
 }
 
+#[derive(Debug, Serialize)]
+pub struct TriageResponse {
+    pub results: Vec<TicketTriage>,
+    pub models: ModelVersions,
+}
+
 pub async fn classify(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ClassifyRequest>,
-) -> Result<Json<ClassifyResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let limits = state.limits();
-    validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
     if !(1..=20).contains(&request.top_k) {
         return Err(ApiError::invalid("top_k", "`top_k` must be between 1 and 20"));
     }
-    let classifier = state.classifier().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
+    let models = state.models().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
     let timeout = Duration::from_millis(limits.request_timeout_ms);
-    let results = within_deadline(timeout, classifier.classify(request.texts, request.top_k)).await?;
-    Ok(Json(ClassifyResponse { results, models: classifier.versions() }))
+    match (request.texts, request.tickets) {
+        (Some(texts), None) => {
+            validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+            let results = within_deadline(timeout, models.classifier.classify(texts, request.top_k)).await?;
+            Ok(Json(ClassifyResponse { results, models: models.classifier.versions() }).into_response())
+        }
+        (None, Some(tickets)) => {
+            let bodies: Vec<String> = tickets.iter().map(Ticket::text).collect();
+            validate_texts(&bodies, limits.max_texts_per_request, limits.max_text_bytes)
+                .map_err(|err| ApiError { field: err.field.map(|f| f.replace("texts", "tickets")), ..err })?;
+            let results = within_deadline(timeout, state.support().triage_tickets(models, &tickets)).await?;
+            Ok(Json(TriageResponse { results, models: models.classifier.versions() }).into_response())
+        }
+        _ => Err(ApiError::invalid("texts", "send exactly one of `texts` (scores only) or `tickets` (full triage)")),
+    }
 }

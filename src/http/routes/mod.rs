@@ -1,4 +1,5 @@
 pub mod classify;
+pub mod conversations;
 pub mod embed;
 pub mod health;
 pub mod kb;

@@ -1,0 +1,43 @@
+use clap::Subcommand;
+use tierline::access::{self, Scope};
+use tierline::config::Config;
+use tierline::storage::Store;
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; the key is printed once and only its hash is stored.
+    Create {
+        /// Who uses it, e.g. `zendesk` or `agent-console`.
+        #[arg(long)]
+        name: String,
+        /// helpdesk, agent or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<Scope>,
+    },
+    /// List keys (ids, names, scopes; never the keys themselves).
+    List,
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+pub fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir.join(&config.support.database))?;
+    match command {
+        KeysCommand::Create { name, scopes } => {
+            let created = access::create(&store, &name, &scopes)?;
+            eprintln!("created {} ({name}); store the key now, it is not shown again:", created.id);
+            println!("{}", created.key);
+        }
+        KeysCommand::List => {
+            for key in store.keys()? {
+                let state = if key.revoked_at.is_some() { "revoked" } else { "live" };
+                println!("{}\t{}\t{}\t{state}", key.id, key.name, key.scopes.join(","));
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            anyhow::ensure!(store.revoke_key(&id)?, "no live key with id `{id}`");
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}

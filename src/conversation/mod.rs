@@ -1,0 +1,553 @@
+//! Conversations: the AI side of a support chat with escalation discipline. Each customer message
+//! is classified (one encoder pass: embedding + heads), checked for an explicit request for a
+//! person, a repeated question, the exchange limit and the six signals, and then either answered
+//! from the knowledge base (the reply says it is an AI) or handed to a queue with the whole
+//! context. Everything is stored before the caller gets an answer.
+
+pub mod handoff;
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::classify::{Classifier, TextClassification};
+use crate::inference::EngineError;
+use crate::kb::{Citation, KnowledgeBase};
+use crate::storage::{self, Change, ConversationRow, MessageRow, NewMessage, Status, Store};
+use crate::triage::{self, signals, AccountContext, Decision, Policy, Reason, Tier};
+
+/// What the service needs from the models: the classifier and, when configured, the KB.
+#[derive(Clone, Copy)]
+pub struct Models<'a> {
+    pub classifier: &'a Classifier,
+    pub kb: Option<&'a KnowledgeBase>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupportError {
+    #[error("no conversation with id `{0}`")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// The AI's reply to the customer (also stored in the transcript).
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    pub text: String,
+    pub ai_generated: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub citations: Vec<Citation>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Turn {
+    pub conversation_id: String,
+    pub status: Status,
+    /// `true` when this message handed the conversation to a person.
+    pub handoff: bool,
+    pub reply: Option<Reply>,
+    pub decision: Decision,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationView {
+    #[serde(flatten)]
+    pub conversation: ConversationRow,
+    pub messages: Vec<MessageRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Waiting {
+    pub conversation_id: String,
+    pub tier: Option<String>,
+    pub reason: Option<String>,
+    pub escalated_at: i64,
+    pub wait_secs: f64,
+    pub account: serde_json::Value,
+    pub last_customer_message: Option<String>,
+}
+
+/// Who closed a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolvedBy {
+    Ai,
+    Human,
+}
+
+/// A ticket for stateless triage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ticket {
+    #[serde(default)]
+    pub subject: Option<String>,
+    pub body: String,
+    #[serde(default)]
+    pub account: AccountContext,
+}
+
+impl Ticket {
+    pub fn text(&self) -> String {
+        match self.subject.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(subject) => format!("{subject}\n{}", self.body),
+            None => self.body.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketTriage {
+    #[serde(flatten)]
+    pub classification: TextClassification,
+    pub decision: Decision,
+    /// For `auto`: the answer with its citations.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<crate::kb::Answer>,
+    /// For `assist`: a draft reply for a person to review.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft: Option<String>,
+}
+
+/// Serialises the turns of one conversation (stripes of locks, not one per id).
+struct TurnLocks(Vec<tokio::sync::Mutex<()>>);
+
+impl TurnLocks {
+    fn for_id(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        &self.0[(hash % self.0.len() as u64) as usize]
+    }
+}
+
+pub struct Support {
+    store: Arc<Store>,
+    policy: RwLock<Arc<Policy>>,
+    policy_path: PathBuf,
+    locks: TurnLocks,
+}
+
+impl Support {
+    pub fn new(store: Arc<Store>, policy_path: PathBuf) -> anyhow::Result<Self> {
+        let policy = Policy::load(&policy_path)?;
+        Ok(Self {
+            store,
+            policy: RwLock::new(Arc::new(policy)),
+            policy_path,
+            locks: TurnLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-reads the policy file; on error the current policy stays in force.
+    pub fn reload_policy(&self) -> anyhow::Result<Arc<Policy>> {
+        let policy = Arc::new(Policy::load(&self.policy_path)?);
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy.clone();
+        tracing::info!(path = %self.policy_path.display(), "policy reloaded");
+        Ok(policy)
+    }
+
+    /// Runs a blocking storage call off the async workers.
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> anyhow::Result<T> + Send + 'static,
+    ) -> Result<T, SupportError> {
+        let store = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || work(&store)).await.map_err(anyhow::Error::from)?;
+        Ok(result?)
+    }
+
+    pub async fn create(
+        &self,
+        customer: serde_json::Value,
+        account: &AccountContext,
+    ) -> Result<ConversationRow, SupportError> {
+        let id = new_id("conv");
+        let account = serde_json::to_value(account).map_err(anyhow::Error::from)?;
+        Ok(self.db(move |store| store.create_conversation(&id, &customer, &account)).await?)
+    }
+
+    pub async fn view(&self, id: &str) -> Result<ConversationView, SupportError> {
+        let (conversation, messages) = self.load(id).await?;
+        Ok(ConversationView { conversation, messages })
+    }
+
+    async fn load(&self, id: &str) -> Result<(ConversationRow, Vec<MessageRow>), SupportError> {
+        let key = id.to_string();
+        let found = self
+            .db(move |store| {
+                let Some(conversation) = store.conversation(&key)? else { return Ok(None) };
+                Ok(Some((conversation, store.messages(&key)?)))
+            })
+            .await?;
+        found.ok_or_else(|| SupportError::NotFound(id.to_string()))
+    }
+
+    /// One customer message: the AI answers it or hands the conversation off.
+    pub async fn customer_message(&self, models: Models<'_>, id: &str, text: String) -> Result<Turn, SupportError> {
+        let _turn = self.locks.for_id(id).lock().await;
+        let (conversation, history) = self.load(id).await?;
+        let policy = self.policy();
+        if conversation.status == Status::Resolved {
+            return Err(SupportError::Conflict(format!(
+                "conversation `{id}` is resolved; start a new conversation for a new issue"
+            )));
+        }
+
+        let (classification, embedding) = models
+            .classifier
+            .classify_with_embeddings(vec![text.clone()], 20)
+            .await?
+            .pop()
+            .ok_or_else(|| anyhow::anyhow!("the classifier returned no result"))?;
+
+        if matches!(conversation.status, Status::Waiting | Status::Human) {
+            // A person owns the conversation: store the message for them, no AI reply.
+            let decision = Decision {
+                tier: Tier::Human,
+                queue: conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone()),
+                confidence: 1.0,
+                reasons: vec![Reason::new("with_human", "a person is handling this conversation", None)],
+                signals: Vec::new(),
+            };
+            let message = customer_record(text, &decision, &classification, embedding);
+            let key = id.to_string();
+            self.db(move |store| store.record(&key, &[message], &Change::default())).await?;
+            return Ok(Turn {
+                conversation_id: id.to_string(),
+                status: conversation.status,
+                handoff: false,
+                reply: None,
+                decision,
+            });
+        }
+
+        let account: AccountContext = serde_json::from_value(conversation.account.clone()).unwrap_or_default();
+        let earlier: Vec<&MessageRow> = history.iter().filter(|m| m.role == "customer").collect();
+        let conversation_text: String =
+            earlier.iter().map(|m| m.text.as_str()).chain([text.as_str()]).collect::<Vec<_>>().join("\n");
+        let earliest_negativity = earlier
+            .first()
+            .and_then(|m| m.decision.as_ref())
+            .and_then(|d| d.get("negativity"))
+            .and_then(|v| v.as_f64())
+            .map(|v| v as f32);
+        let signals =
+            signals::score(&policy, &text, &classification, &conversation_text, earliest_negativity, &account);
+        let human = triage::human_request(&policy, &text, &classification);
+
+        // Conversation rules that escalate whatever the message says.
+        let mut forced: Vec<Reason> = human.into_iter().collect();
+        let repeat = earlier
+            .iter()
+            .filter_map(|m| m.embedding.as_ref().map(|e| (m, crate::inference::kernels::dot(e, &embedding))))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((message, similarity)) = repeat.filter(|(_, s)| *s >= policy.conversation.repeat_similarity) {
+            let quoted: String = message.text.chars().take(80).collect();
+            forced.push(Reason::new(
+                "repeated_question",
+                format!("the customer repeated an earlier question (\"{quoted}\", similarity {similarity:.2})"),
+                Some(similarity),
+            ));
+        }
+        if conversation.ai_exchanges >= policy.conversation.max_ai_exchanges {
+            forced.push(Reason::new(
+                "exchange_limit",
+                format!("{} AI answers did not resolve the issue", conversation.ai_exchanges),
+                Some(conversation.ai_exchanges as f32),
+            ));
+        }
+
+        let escalating = !forced.is_empty() || signals.iter().any(|s| s.fired);
+        let answer = match models.kb {
+            Some(kb) if !escalating => {
+                let context: Vec<String> = earlier.iter().map(|m| m.text.clone()).collect();
+                Some(kb.answer_in_context(&text, &context).await.map_err(
+                    |err| match err.downcast::<EngineError>() {
+                        Ok(engine) => SupportError::Engine(engine),
+                        Err(other) => SupportError::Internal(other),
+                    },
+                )?)
+            }
+            _ => None,
+        };
+        let decision = triage::decide(&policy, &classification, signals, forced, answer.as_ref());
+        let handoff = decision.tier != Tier::Auto;
+        let reply = if handoff {
+            Reply { text: handoff_reply(&decision), ai_generated: true, citations: Vec::new() }
+        } else {
+            let answer = answer.as_ref().expect("auto needs an answer");
+            Reply { text: answer_reply(answer), ai_generated: true, citations: answer.citations.clone() }
+        };
+        let customer = customer_record(text, &decision, &classification, embedding);
+        let ai = NewMessage {
+            role: "ai",
+            author: None,
+            text: reply.text.clone(),
+            decision: Some(serde_json::json!({ "citations": reply.citations, "handoff": handoff })),
+            embedding: None,
+        };
+        let status = if handoff { Status::Waiting } else { Status::Ai };
+        let change = Change {
+            status: Some(status),
+            tier: Some(decision.tier.as_str().to_string()),
+            queue: Some(decision.queue.clone()),
+            add_ai_exchange: !handoff,
+            escalated: handoff.then(|| decision.reasons.first().map_or("escalated".into(), |r| r.code.clone())),
+            ..Default::default()
+        };
+        let key = id.to_string();
+        self.db(move |store| store.record(&key, &[customer, ai], &change)).await?;
+        if handoff {
+            tracing::info!(conversation = id, tier = decision.tier.as_str(), queue = %decision.queue, "handed off");
+        }
+        Ok(Turn { conversation_id: id.to_string(), status, handoff, reply: Some(reply), decision })
+    }
+
+    /// Stateless triage of tickets: one encoder pass for the batch, then signals, tier and queue
+    /// per ticket; `auto` tickets carry the answer, `assist` tickets a draft.
+    pub async fn triage_tickets(
+        &self,
+        models: Models<'_>,
+        tickets: &[Ticket],
+    ) -> Result<Vec<TicketTriage>, SupportError> {
+        let policy = self.policy();
+        let texts: Vec<String> = tickets.iter().map(Ticket::text).collect();
+        let classified = models.classifier.classify_with_embeddings(texts.clone(), 20).await?;
+        let mut results = Vec::with_capacity(tickets.len());
+        for ((ticket, text), (classification, _)) in tickets.iter().zip(&texts).zip(classified) {
+            let signals = signals::score(&policy, text, &classification, text, None, &ticket.account);
+            let human: Vec<Reason> = triage::human_request(&policy, text, &classification).into_iter().collect();
+            let answer = match models.kb {
+                Some(kb) => {
+                    Some(kb.answer_in_context(text, &[]).await.map_err(|err| match err.downcast::<EngineError>() {
+                        Ok(engine) => SupportError::Engine(engine),
+                        Err(other) => SupportError::Internal(other),
+                    })?)
+                }
+                None => None,
+            };
+            let decision = triage::decide(&policy, &classification, signals, human, answer.as_ref());
+            let (answer, draft) = match decision.tier {
+                Tier::Auto => (answer, None),
+                Tier::Assist => (None, Some(draft_reply(&decision, answer.as_ref()))),
+                Tier::Human => (None, None),
+            };
+            results.push(TicketTriage { classification, decision, answer, draft });
+        }
+        Ok(results)
+    }
+
+    /// A person replies: the conversation is theirs from now on.
+    pub async fn agent_message(&self, id: &str, agent: String, text: String) -> Result<ConversationRow, SupportError> {
+        let _turn = self.locks.for_id(id).lock().await;
+        let (conversation, _) = self.load(id).await?;
+        if conversation.status == Status::Resolved {
+            return Err(SupportError::Conflict(format!("conversation `{id}` is resolved")));
+        }
+        let message = NewMessage { role: "agent", author: Some(agent), text, decision: None, embedding: None };
+        let change = Change {
+            status: Some(Status::Human),
+            // An agent stepping in without an AI handoff is an escalation too.
+            escalated: Some("agent_took_over".into()),
+            first_human_reply: true,
+            ..Default::default()
+        };
+        let key = id.to_string();
+        self.db(move |store| {
+            store.record(&key, &[message], &change)?;
+            store.conversation(&key)?.ok_or_else(|| anyhow::anyhow!("conversation vanished"))
+        })
+        .await
+    }
+
+    pub async fn resolve(
+        &self,
+        id: &str,
+        by: ResolvedBy,
+        agent: Option<String>,
+        csat: Option<u8>,
+    ) -> Result<ConversationRow, SupportError> {
+        let _turn = self.locks.for_id(id).lock().await;
+        let (conversation, _) = self.load(id).await?;
+        if conversation.status == Status::Resolved {
+            return Err(SupportError::Conflict(format!("conversation `{id}` is already resolved")));
+        }
+        let who = match (by, agent) {
+            (ResolvedBy::Ai, _) => "ai".to_string(),
+            (ResolvedBy::Human, Some(agent)) => format!("human:{agent}"),
+            (ResolvedBy::Human, None) => "human".to_string(),
+        };
+        let change = Change { status: Some(Status::Resolved), resolved: Some((who, csat)), ..Default::default() };
+        let key = id.to_string();
+        self.db(move |store| {
+            store.record(&key, &[], &change)?;
+            store.conversation(&key)?.ok_or_else(|| anyhow::anyhow!("conversation vanished"))
+        })
+        .await
+    }
+
+    /// Handoffs waiting in `queue`, oldest first.
+    pub async fn queue(&self, queue: &str, limit: usize) -> Result<Vec<Waiting>, SupportError> {
+        let name = queue.to_string();
+        let rows = self
+            .db(move |store| {
+                let rows = store.waiting(&name, limit)?;
+                rows.into_iter()
+                    .map(|row| {
+                        let last = store.messages(&row.id)?.into_iter().rev().find(|m| m.role == "customer");
+                        Ok((row, last.map(|m| m.text)))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .await?;
+        let now = storage::now_ms();
+        Ok(rows
+            .into_iter()
+            .map(|(row, last)| {
+                let escalated_at = row.escalated_at.unwrap_or(row.updated_at);
+                Waiting {
+                    conversation_id: row.id,
+                    tier: row.tier,
+                    reason: row.escalation_reason,
+                    escalated_at,
+                    wait_secs: (now - escalated_at).max(0) as f64 / 1000.0,
+                    account: row.account,
+                    last_customer_message: last,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn handoff(&self, id: &str) -> Result<handoff::Packet, SupportError> {
+        let (conversation, messages) = self.load(id).await?;
+        Ok(handoff::packet(&conversation, &messages))
+    }
+
+    /// Hands every conversation still with the AI past the time limit to a person. Returns how many.
+    pub async fn sweep(&self) -> Result<usize, SupportError> {
+        let policy = self.policy();
+        let limit = policy.conversation.time_limit_secs;
+        let before = storage::now_ms() - (limit as i64) * 1000;
+        let overdue = self.db(move |store| store.overdue(before)).await?;
+        for id in &overdue {
+            let _turn = self.locks.for_id(id).lock().await;
+            let Ok((conversation, _)) = self.load(id).await else { continue };
+            if conversation.status != Status::Ai {
+                continue;
+            }
+            let queue = conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone());
+            let note = NewMessage {
+                role: "system",
+                author: None,
+                text: format!(
+                    "Handed to a person: the conversation was open with the AI for more than {} minutes.",
+                    limit / 60
+                ),
+                decision: Some(serde_json::json!({ "reason": "time_limit" })),
+                embedding: None,
+            };
+            let change = Change {
+                status: Some(Status::Waiting),
+                tier: Some(Tier::Human.as_str().into()),
+                queue: Some(queue.clone()),
+                escalated: Some("time_limit".into()),
+                ..Default::default()
+            };
+            let key = id.clone();
+            self.db(move |store| store.record(&key, &[note], &change)).await?;
+            tracing::info!(conversation = %id, %queue, "handed off: time limit");
+        }
+        Ok(overdue.len())
+    }
+
+    /// Runs `sweep` every `conversation.sweep_interval_secs` until the process ends.
+    pub fn spawn_sweeper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let support = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let interval = Duration::from_secs(support.policy().conversation.sweep_interval_secs);
+                tokio::time::sleep(interval).await;
+                if let Err(err) = support.sweep().await {
+                    tracing::warn!(%err, "time-limit sweep failed");
+                }
+            }
+        })
+    }
+}
+
+fn customer_record(
+    text: String,
+    decision: &Decision,
+    classification: &TextClassification,
+    embedding: Vec<f32>,
+) -> NewMessage {
+    let mut stored = serde_json::to_value(decision).unwrap_or_default();
+    stored["negativity"] = serde_json::json!(signals::negativity(classification));
+    stored["sentiment"] = serde_json::json!(classification.label("sentiment").map(|(l, _)| l));
+    stored["topic"] = serde_json::json!(classification.label("topic").map(|(l, _)| l));
+    NewMessage { role: "customer", author: None, text, decision: Some(stored), embedding: Some(embedding) }
+}
+
+/// A draft for a person to review: acknowledgement, the closest article if any, the next step.
+fn draft_reply(decision: &Decision, answer: Option<&crate::kb::Answer>) -> String {
+    let mut draft = String::from("Hi, thanks for getting in touch, and sorry for the trouble. ");
+    match answer.and_then(|a| a.citations.first()) {
+        Some(citation) if answer.is_some_and(|a| a.confidence >= 0.3) => {
+            draft.push_str(&format!("This article covers part of it: \"{}\"", citation.title));
+            if let Some(url) = &citation.url {
+                draft.push_str(&format!(" ({url})"));
+            }
+            draft.push_str(". ");
+        }
+        _ => {}
+    }
+    draft.push_str(&format!(
+        "I've passed the details to our {} team, who will look into your account and follow up here.",
+        decision.queue.replace('_', " ")
+    ));
+    draft
+}
+
+fn answer_reply(answer: &crate::kb::Answer) -> String {
+    let mut text = answer.answer.clone().unwrap_or_default();
+    if let Some(citation) = answer.citations.first() {
+        text.push_str(&format!("\n\nSource: {}", citation.title));
+        if let Some(url) = &citation.url {
+            text.push_str(&format!(" ({url})"));
+        }
+    }
+    text.push_str("\n\nI'm an AI assistant. If this doesn't solve it, tell me, or ask for a person at any time.");
+    text
+}
+
+fn handoff_reply(decision: &Decision) -> String {
+    let team = decision.queue.replace('_', " ");
+    let opening = if decision.reasons.iter().any(|r| r.code == "human_requested") {
+        "Of course. I'm an AI assistant, and I'm connecting you with a person now".to_string()
+    } else {
+        "I'm an AI assistant, and this needs a person, so I'm handing it over now".to_string()
+    };
+    format!(
+        "{opening}: someone from our {team} team will reply here. They can see this whole conversation, so you won't need to repeat anything."
+    )
+}
+
+/// A random id with a readable prefix: `conv_3f9a...` (128 bits).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+    format!("{prefix}_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}

@@ -1,0 +1,183 @@
+//! Conversations over HTTP: create, customer messages (AI reply or handoff), agent messages,
+//! resolve, read, the handoff packet, queues, and the policy reload.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use crate::conversation::{handoff::Packet, ConversationView, ResolvedBy, SupportError, Turn, Waiting};
+use crate::http::error::{within_deadline, ApiError};
+use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::state::AppState;
+use crate::storage::ConversationRow;
+use crate::triage::AccountContext;
+
+impl From<SupportError> for ApiError {
+    fn from(err: SupportError) -> Self {
+        match err {
+            SupportError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            SupportError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string()),
+            SupportError::Engine(engine) => engine.into(),
+            SupportError::Internal(_) => {
+                tracing::error!("{err}");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversation {
+    /// Free-form customer details shown to agents (name, email, ...).
+    #[serde(default)]
+    pub customer: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub account: AccountContext,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CreateConversation>,
+) -> Result<(StatusCode, Json<ConversationRow>), ApiError> {
+    let customer = serde_json::Value::Object(request.customer.unwrap_or_default());
+    if customer.to_string().len() > 16 * 1024 {
+        return Err(ApiError::too_large("customer", "`customer` is larger than 16 KiB"));
+    }
+    if let Some(value) = request.account.contract_value.filter(|v| !v.is_finite() || *v < 0.0) {
+        return Err(ApiError::invalid("account.contract_value", format!("must be a non-negative number, not {value}")));
+    }
+    let conversation = state.support().create(customer, &request.account).await?;
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerMessage {
+    pub text: String,
+}
+
+fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
+    }
+    if text.len() > state.limits().max_text_bytes {
+        return Err(ApiError::too_large(
+            field,
+            format!("`{field}` is longer than {} bytes", state.limits().max_text_bytes),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn customer_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<CustomerMessage>,
+) -> Result<Json<Turn>, ApiError> {
+    check_text(&state, "text", &request.text)?;
+    let models = state.models().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
+    let timeout = std::time::Duration::from_millis(state.limits().request_timeout_ms);
+    let turn = within_deadline(timeout, state.support().customer_message(models, &id, request.text)).await?;
+    Ok(Json(turn))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentMessage {
+    pub agent: String,
+    pub text: String,
+}
+
+pub async fn agent_message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<AgentMessage>,
+) -> Result<Json<ConversationRow>, ApiError> {
+    check_text(&state, "text", &request.text)?;
+    if request.agent.trim().is_empty() || request.agent.len() > 200 {
+        return Err(ApiError::invalid("agent", "`agent` must be 1-200 characters naming who replies"));
+    }
+    Ok(Json(state.support().agent_message(&id, request.agent, request.text).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    pub resolved_by: ResolvedBy,
+    pub agent: Option<String>,
+    /// Customer satisfaction, 1-5.
+    pub csat: Option<u8>,
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<Resolve>,
+) -> Result<Json<ConversationRow>, ApiError> {
+    if request.csat.is_some_and(|c| !(1..=5).contains(&c)) {
+        return Err(ApiError::invalid("csat", "`csat` must be between 1 and 5"));
+    }
+    Ok(Json(state.support().resolve(&id, request.resolved_by, request.agent, request.csat).await?))
+}
+
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ConversationView>, ApiError> {
+    Ok(Json(state.support().view(&id).await?))
+}
+
+pub async fn handoff(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Packet>, ApiError> {
+    Ok(Json(state.support().handoff(&id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueParams {
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueResponse {
+    pub queue: String,
+    pub waiting: Vec<Waiting>,
+}
+
+pub async fn queue(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    ApiQuery(params): ApiQuery<QueueParams>,
+) -> Result<Json<QueueResponse>, ApiError> {
+    let policy = state.support().policy();
+    if !policy.queues.contains(&queue) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no queue `{queue}` (queues: {})", policy.queues.join(", ")),
+        ));
+    }
+    if !(1..=500).contains(&params.limit) {
+        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 500"));
+    }
+    let waiting = state.support().queue(&queue, params.limit).await?;
+    Ok(Json(QueueResponse { queue, waiting }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    pub queues: Vec<String>,
+}
+
+pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
+    let support = state.support().clone();
+    let policy = tokio::task::spawn_blocking(move || support.reload_policy())
+        .await
+        .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?
+        .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", format!("{err:#}")))?;
+    Ok(Json(Reloaded { reloaded: true, queues: policy.queues.clone() }))
+}
