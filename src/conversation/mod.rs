@@ -176,7 +176,7 @@ impl Support {
     ) -> Result<ConversationRow, SupportError> {
         let id = new_id("conv");
         let account = serde_json::to_value(account).map_err(anyhow::Error::from)?;
-        Ok(self.db(move |store| store.create_conversation(&id, &customer, &account)).await?)
+        self.db(move |store| store.create_conversation(&id, &customer, &account)).await
     }
 
     pub async fn view(&self, id: &str) -> Result<ConversationView, SupportError> {

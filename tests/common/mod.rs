@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -22,6 +24,10 @@ pub fn config() -> Config {
     config.kb.source = root().join("index/kb");
     // Each test process gets its own index folder: concurrent servers never share generations.
     config.kb.index_dir = std::env::temp_dir().join(format!("tierline-test-kb-{}-{}", std::process::id(), unique()));
+    // ... and its own database (absolute paths win over data_dir).
+    config.support.database =
+        std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()));
+    config.support.policy = root().join("models/policy.toml");
     config
 }
 
