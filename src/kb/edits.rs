@@ -111,7 +111,7 @@ mod tests {
         edits.upsert(article("c", "back"));
         edits.delete("z");
         let applied = edits.apply(vec![article("c", "c")]);
-        assert_eq!(applied.iter().map(|a| a.body.as_str()).collect::<Vec<_>>(), ["back"]);
+        assert_eq!(applied.iter().map(|a| a.body.as_str()).collect::<Vec<_>>(), ["back", "new b"]);
     }
 
     #[test]
