@@ -37,9 +37,11 @@ pub enum Level {
     High,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TextClassification {
+    /// Per head: `{label, score, top}` (softmax) or `{labels, scores, level, score}` (sigmoid).
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     pub heads: BTreeMap<String, HeadResult>,
     /// P(`other`) of the topic head: how likely the text is not a support request at all.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,7 +69,7 @@ impl TextClassification {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ModelVersions {
     pub encoder: String,
     pub encoder_revision: String,

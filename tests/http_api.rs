@@ -106,6 +106,19 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     let body: Value = serde_json::from_str(&text).expect("query errors are JSON");
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")), "{body}");
 
+    // The OpenAPI document is generated from the code and lists every /v1 route.
+    let (status, text) = server.get_text("/openapi.json").await;
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    for path in ["/v1/classify", "/v1/answer", "/v1/conversations/{id}/messages", "/v1/queues/{queue}", "/v1/kb/articles/{id}"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from /openapi.json");
+    }
+    for schema in ["Decision", "Signal", "Packet", "ErrorBody", "Answer"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "schema {schema} missing");
+    }
+    let (status, page) = server.get_text("/docs").await;
+    assert!(status == 200 && page.contains("/v1/conversations/{id}/handoff"), "{page}");
+
     let (status, metrics) = server.get_text("/metrics").await;
     assert_eq!(status, 200);
     for name in [

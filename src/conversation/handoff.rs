@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::storage::{ConversationRow, MessageRow};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Packet {
     pub conversation_id: String,
     pub status: crate::storage::Status,
@@ -22,7 +22,7 @@ pub struct Packet {
     pub transcript: Vec<TranscriptLine>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Summary {
     /// The customer's issue, in their own words (first sentences of their messages that add
     /// something new).
@@ -33,7 +33,7 @@ pub struct Summary {
     pub why_escalated: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attempt {
     pub article_id: String,
     pub title: String,
@@ -41,7 +41,7 @@ pub struct Attempt {
     pub customer_reaction: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub at: i64,
     pub message: String,
@@ -50,7 +50,7 @@ pub struct TimelineEntry {
     pub signals: Vec<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TranscriptLine {
     pub at: i64,
     pub role: String,

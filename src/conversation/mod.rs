@@ -38,7 +38,7 @@ pub enum SupportError {
 }
 
 /// The AI's reply to the customer (also stored in the transcript).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reply {
     pub text: String,
     pub ai_generated: bool,
@@ -46,7 +46,7 @@ pub struct Reply {
     pub citations: Vec<Citation>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Turn {
     pub conversation_id: String,
     pub status: Status,
@@ -56,14 +56,14 @@ pub struct Turn {
     pub decision: Decision,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     #[serde(flatten)]
     pub conversation: ConversationRow,
     pub messages: Vec<MessageRow>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Waiting {
     pub conversation_id: String,
     pub tier: Option<String>,
@@ -75,7 +75,7 @@ pub struct Waiting {
 }
 
 /// Who closed a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResolvedBy {
     Ai,
@@ -83,7 +83,7 @@ pub enum ResolvedBy {
 }
 
 /// A ticket for stateless triage.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ticket {
     #[serde(default)]
@@ -102,7 +102,7 @@ impl Ticket {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TicketTriage {
     #[serde(flatten)]
     pub classification: TextClassification,

@@ -17,17 +17,21 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
+/// The body of every error response.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: &'a str,
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code, e.g. `invalid_field`, `overloaded`, `not_found`.
+    pub code: String,
+    /// What is wrong, in words.
+    pub message: String,
+    /// The offending field, e.g. `texts[3]`, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    field: Option<&'a str>,
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -75,7 +79,7 @@ pub async fn within_deadline<T, E: Into<ApiError>>(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body =
-            ErrorBody { error: ErrorDetail { code: self.code, message: &self.message, field: self.field.as_deref() } };
+            ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message, field: self.field } };
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 
@@ -24,6 +25,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/metrics", get(routes::health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
         .route("/v1/embed", post(routes::embed::embed))
         .route("/v1/classify", post(routes::classify::classify))
         .route("/v1/models", get(routes::models::models))

@@ -25,7 +25,7 @@ const CONFIDENCE_SLOPE: f32 = 12.0;
 /// Edits made through the API or the CLI, beside the index generations.
 const EDITS_FILE: &str = "edits.json";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Citation {
     pub article_id: String,
     pub title: String,
@@ -37,7 +37,7 @@ pub struct Citation {
     pub similarity: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Answer {
     pub answered: bool,
     /// The best passage, verbatim from the article: never generated text.

@@ -55,7 +55,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// Where a conversation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The AI is handling it.
@@ -88,7 +88,7 @@ impl Status {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationRow {
     pub id: String,
     pub created_at: i64,
@@ -108,7 +108,7 @@ pub struct ConversationRow {
     pub csat: Option<u8>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MessageRow {
     pub id: i64,
     pub role: String,

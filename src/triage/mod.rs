@@ -14,7 +14,7 @@ use crate::classify::TextClassification;
 use crate::kb::Answer;
 
 /// One reason behind a decision: a stable code for tooling, a sentence for people, the score.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Reason {
     pub code: String,
     pub message: String,
@@ -28,7 +28,7 @@ impl Reason {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Decision {
     pub tier: Tier,
     pub queue: String,

@@ -7,7 +7,7 @@ use super::policy::{Policy, SignalKind, TopicSignalRule};
 use crate::classify::TextClassification;
 
 /// Account context a caller may send with a ticket or conversation.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccountContext {
     pub id: Option<String>,
@@ -21,7 +21,7 @@ pub struct AccountContext {
     pub contract_value: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Signal {
     pub kind: SignalKind,
     pub score: f32,

@@ -10,11 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::embed::validate_texts;
 use crate::classify::{ModelVersions, TextClassification};
 use crate::conversation::{Ticket, TicketTriage};
-use crate::http::error::{within_deadline, ApiError};
+use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClassifyRequest {
     /// Raw texts: the heads' scores only.
@@ -32,18 +32,20 @@ fn default_top_k() -> usize {
     3
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClassifyResponse {
     pub results: Vec<TextClassification>,
     pub models: ModelVersions,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TriageResponse {
     pub results: Vec<TicketTriage>,
     pub models: ModelVersions,
 }
 
+/// Stateless triage: `texts` get the heads' scores; `tickets` get signals, tier, queue, reasons, and an answer (auto) or a draft (assist).
+#[utoipa::path(post, path = "/v1/classify", tag = "triage", request_body = ClassifyRequest, responses((status = 200, description = "`texts`: ClassifyResponse; `tickets`: TriageResponse", body = TriageResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn classify(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ClassifyRequest>,

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use crate::conversation::{handoff::Packet, ConversationView, ResolvedBy, SupportError, Turn, Waiting};
-use crate::http::error::{within_deadline, ApiError};
+use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
 use crate::storage::ConversationRow;
@@ -27,16 +27,19 @@ impl From<SupportError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
     /// Free-form customer details shown to agents (name, email, ...).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub customer: Option<serde_json::Map<String, serde_json::Value>>,
     #[serde(default)]
     pub account: AccountContext,
 }
 
+/// Opens a conversation with optional customer details and account context.
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateConversation, responses((status = 201, body = ConversationRow), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateConversation>,
@@ -52,7 +55,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerMessage {
     pub text: String,
@@ -71,6 +74,8 @@ fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A customer message: the AI answers (saying it is an AI) or hands off to a queue, with the decision and its reasons.
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path)), request_body = CustomerMessage, responses((status = 200, body = Turn), (status = 404, body = ErrorBody), (status = 409, description = "resolved", body = ErrorBody), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn customer_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -83,13 +88,15 @@ pub async fn customer_message(
     Ok(Json(turn))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentMessage {
     pub agent: String,
     pub text: String,
 }
 
+/// A person replies; the conversation is theirs from then on.
+#[utoipa::path(post, path = "/v1/conversations/{id}/agent-messages", tag = "conversations", params(("id" = String, Path)), request_body = AgentMessage, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn agent_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -102,7 +109,7 @@ pub async fn agent_message(
     Ok(Json(state.support().agent_message(&id, request.agent, request.text).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resolve {
     pub resolved_by: ResolvedBy,
@@ -111,6 +118,8 @@ pub struct Resolve {
     pub csat: Option<u8>,
 }
 
+/// Closes a conversation: resolved by the AI or a human, optional CSAT (1-5).
+#[utoipa::path(post, path = "/v1/conversations/{id}/resolve", tag = "conversations", params(("id" = String, Path)), request_body = Resolve, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -122,16 +131,21 @@ pub async fn resolve(
     Ok(Json(state.support().resolve(&id, request.resolved_by, request.agent, request.csat).await?))
 }
 
+/// The conversation with its transcript and the decision made on each customer message.
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ConversationView>, ApiError> {
     Ok(Json(state.support().view(&id).await?))
 }
 
+/// The handoff packet: transcript, summary, what the AI tried, signal timeline, account context, suggested reply.
+#[utoipa::path(get, path = "/v1/conversations/{id}/handoff", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = Packet), (status = 404, body = ErrorBody)))]
 pub async fn handoff(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Packet>, ApiError> {
     Ok(Json(state.support().handoff(&id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct QueueParams {
     #[serde(default = "default_limit")]
     pub limit: usize,
@@ -141,12 +155,14 @@ fn default_limit() -> usize {
     50
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueResponse {
     pub queue: String,
     pub waiting: Vec<Waiting>,
 }
 
+/// Handoffs waiting in a queue, oldest first, with their wait time.
+#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "conversations", params(("queue" = String, Path), QueueParams), responses((status = 200, body = QueueResponse), (status = 404, body = ErrorBody)))]
 pub async fn queue(
     State(state): State<AppState>,
     Path(queue): Path<String>,
@@ -167,12 +183,14 @@ pub async fn queue(
     Ok(Json(QueueResponse { queue, waiting }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Reloaded {
     pub reloaded: bool,
     pub queues: Vec<String>,
 }
 
+/// Re-reads the policy file; an invalid file is refused and the current policy stays.
+#[utoipa::path(post, path = "/v1/admin/policy/reload", tag = "admin", responses((status = 200, body = Reloaded), (status = 422, description = "invalid policy file; the old one stays", body = ErrorBody)))]
 pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
     let support = state.support().clone();
     let policy = tokio::task::spawn_blocking(move || support.reload_policy())

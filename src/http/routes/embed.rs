@@ -6,17 +6,17 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::http::error::{within_deadline, ApiError};
+use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
     pub texts: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbedResponse {
     pub model: String,
     pub revision: String,
@@ -25,7 +25,7 @@ pub struct EmbedResponse {
     pub usage: Usage,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingItem {
     pub index: usize,
     pub embedding: Vec<f32>,
@@ -34,11 +34,13 @@ pub struct EmbeddingItem {
     pub truncated: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     pub tokens: usize,
 }
 
+/// Embeddings of a batch of texts (the shared encoder, L2-normalised).
+#[utoipa::path(post, path = "/v1/embed", tag = "models", request_body = EmbedRequest, responses((status = 200, body = EmbedResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn embed(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<EmbedRequest>,

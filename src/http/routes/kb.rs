@@ -4,13 +4,14 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
 use crate::kb::{Answer, Audience, Citation, Filter, Mode};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     pub q: String,
     #[serde(default = "default_k")]
@@ -31,7 +32,7 @@ fn default_mode() -> Mode {
     Mode::Hybrid
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SearchResponse {
     pub query: String,
     pub mode: Mode,
@@ -44,6 +45,8 @@ pub(super) fn kb(state: &AppState) -> Result<&crate::kb::KnowledgeBase, ApiError
         .ok_or_else(|| ApiError::not_ready("the knowledge base is still loading (or disabled: kb.source is empty)"))
 }
 
+/// Hybrid (BM25 + dense) knowledge-base search with highlighted snippets, for agents and debugging.
+#[utoipa::path(get, path = "/v1/kb/search", tag = "knowledge base", params(SearchParams), responses((status = 200, body = SearchResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<SearchParams>,
@@ -70,7 +73,7 @@ pub async fn search(
     Ok(Json(SearchResponse { query: params.q, mode: params.mode, hits }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
     pub question: String,
@@ -79,6 +82,8 @@ pub struct AnswerRequest {
     pub context: Vec<String>,
 }
 
+/// A Tier-1 answer from public articles with citations and a calibrated confidence, or `answered: false` with the reason.
+#[utoipa::path(post, path = "/v1/answer", tag = "knowledge base", request_body = AnswerRequest, responses((status = 200, body = Answer), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn answer(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AnswerRequest>,

@@ -8,13 +8,13 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::kb::{internal, kb};
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 use crate::kb::{article, Article, Audience, Upserted};
 
 /// An article as sent by a client; `id` is optional on create (derived from the title).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArticleInput {
     pub id: Option<String>,
@@ -44,7 +44,7 @@ impl ArticleInput {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ArticleSummary {
     pub id: String,
     pub title: String,
@@ -53,12 +53,12 @@ pub struct ArticleSummary {
     pub updated: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ArticleList {
     pub articles: Vec<ArticleSummary>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ArticleResponse {
     #[serde(flatten)]
     pub article: Article,
@@ -66,6 +66,8 @@ pub struct ArticleResponse {
     pub passages: usize,
 }
 
+/// Every indexed article: id, title, audience, url, updated.
+#[utoipa::path(get, path = "/v1/kb/articles", tag = "knowledge base", responses((status = 200, body = ArticleList)))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ArticleList>, ApiError> {
     let index = kb(&state)?.current();
     let articles = index
@@ -82,6 +84,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ArticleList>, Ap
     Ok(Json(ArticleList { articles }))
 }
 
+/// One article and its passage count.
+#[utoipa::path(get, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 200, body = ArticleResponse), (status = 404, body = ErrorBody)))]
 pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ArticleResponse>, ApiError> {
     let index = kb(&state)?.current();
     let article = index.article(&id).ok_or_else(|| not_found(&id))?;
@@ -89,6 +93,8 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Resul
     Ok(Json(ArticleResponse { article: article.clone(), passages }))
 }
 
+/// Adds an article (id derived from the title when absent) and switches the rebuilt index in.
+#[utoipa::path(post, path = "/v1/kb/articles", tag = "knowledge base", request_body = ArticleInput, responses((status = 201, body = ArticleResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ArticleInput>,
@@ -107,6 +113,8 @@ pub async fn create(
     Ok((StatusCode::CREATED, response))
 }
 
+/// Adds or replaces the article with this id.
+#[utoipa::path(put, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), request_body = ArticleInput, responses((status = 200, body = ArticleResponse), (status = 201, body = ArticleResponse), (status = 422, body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -121,6 +129,8 @@ pub async fn put(
     Ok((status, response))
 }
 
+/// Removes an article from the knowledge base.
+#[utoipa::path(delete, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let state_for_task = state.clone();
     let removed = {

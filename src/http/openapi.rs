@@ -1,0 +1,89 @@
+//! The OpenAPI document, generated from the handlers' annotations and the types' derives
+//! (`GET /openapi.json`), and a self-contained docs page (`GET /docs`: no CDN, works offline).
+
+use axum::response::{Html, IntoResponse};
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "tierline", description = "Self-hosted AI customer-support automation: triage, Tier-1 answers, conversations with escalation."),
+    paths(
+        routes::embed::embed,
+        routes::classify::classify,
+        routes::kb::search,
+        routes::kb::answer,
+        routes::kb_articles::list,
+        routes::kb_articles::get,
+        routes::kb_articles::create,
+        routes::kb_articles::put,
+        routes::kb_articles::delete,
+        routes::conversations::create,
+        routes::conversations::customer_message,
+        routes::conversations::agent_message,
+        routes::conversations::resolve,
+        routes::conversations::get,
+        routes::conversations::handoff,
+        routes::conversations::queue,
+        routes::conversations::reload_policy,
+    ),
+    components(schemas(routes::classify::ClassifyResponse)),
+    modifiers(&BearerKeys),
+    security(("api_key" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("API key from `tierline keys create --scope helpdesk|agent|admin`"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+pub async fn openapi_json() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+/// A plain HTML index of the API built from the same document.
+pub async fn docs() -> Html<String> {
+    let doc = ApiDoc::openapi();
+    let mut rows = String::new();
+    for (path, item) in &doc.paths.paths {
+        let operations = [("GET", &item.get), ("POST", &item.post), ("PUT", &item.put), ("DELETE", &item.delete)];
+        for (method, operation) in operations {
+            let Some(operation) = operation else { continue };
+            let summary = operation.summary.clone().or_else(|| operation.description.clone()).unwrap_or_default();
+            let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned().unwrap_or_default();
+            rows.push_str(&format!(
+                "<tr><td>{}</td><td><code>{method}</code></td><td><code>{}</code></td><td>{}</td></tr>\n",
+                escape(&tag),
+                escape(path),
+                escape(&summary)
+            ));
+        }
+    }
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tierline API</title>\
+         <style>body{{font-family:sans-serif;margin:2em;max-width:70em}}td{{padding:.3em .8em;border-bottom:1px solid #ddd;vertical-align:top}}</style>\
+         </head><body><h1>tierline API</h1><p>The full OpenAPI 3.1 document: <a href=\"/openapi.json\">/openapi.json</a> \
+         (load it into any OpenAPI viewer or client generator). Send <code>Authorization: Bearer &lt;key&gt;</code> once keys exist.</p>\
+         <table><tr><th>area</th><th>method</th><th>path</th><th>what it does</th></tr>\n{rows}</table></body></html>"
+    ))
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
