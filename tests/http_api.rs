@@ -110,7 +110,9 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     let (status, text) = server.get_text("/openapi.json").await;
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&text).unwrap();
-    for path in ["/v1/classify", "/v1/answer", "/v1/conversations/{id}/messages", "/v1/queues/{queue}", "/v1/kb/articles/{id}"] {
+    for path in
+        ["/v1/classify", "/v1/answer", "/v1/conversations/{id}/messages", "/v1/queues/{queue}", "/v1/kb/articles/{id}"]
+    {
         assert!(doc["paths"][path].is_object(), "{path} missing from /openapi.json");
     }
     for schema in ["Decision", "Signal", "Packet", "ErrorBody", "Answer"] {
