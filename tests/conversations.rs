@@ -215,8 +215,11 @@ async fn exchange_limit_repeats_time_limit_handoff_packet_and_bad_input() {
         )
         .await;
     assert_eq!((status, row["status"].as_str(), row["csat"].as_u64()), (200, Some("resolved"), Some(4)), "{row}");
-    let (status, body) = server.post(&format!("/v1/conversations/{id}/messages"), json!({ "text": "hello?" })).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    // Writing again after the resolution reopens it, in front of a person.
+    let turn = say(&server, &id, "hello? the export failed again").await;
+    assert_decision(&turn, "human", "general", "reopened");
+    let (_, view) = server.send(Method::GET, &format!("/v1/conversations/{id}"), None).await;
+    assert_eq!((view["status"].as_str(), view["reopened_count"].as_u64()), (Some("waiting"), Some(1)), "{view}");
 
     // Time limit: a conversation left with the AI is handed to a person by the sweeper.
     let id = open(&server, json!({})).await;

@@ -9,6 +9,7 @@ mod eval_retrieval;
 mod index;
 mod keys;
 mod models;
+mod report;
 mod serve;
 mod train;
 
@@ -58,6 +59,8 @@ pub enum Command {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Support metrics (escalation, AI resolution, time to human, CSAT...) per queue, as a table.
+    Report(report::ReportArgs),
     /// Play a few realistic conversations against a running server and print what happens.
     Demo(demo::DemoArgs),
 }
@@ -100,6 +103,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(config, command),
         Command::Keys(command) => keys::run(config, command),
         Command::Demo(args) => demo::run(args),
+        Command::Report(args) => report::run(config, args),
         Command::Train(args) => train::run(config, args),
         Command::Classify(args) => classify::run(config, args),
         Command::Eval(args) => match args.retrieval {

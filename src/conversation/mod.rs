@@ -5,6 +5,7 @@
 //! context. Everything is stored before the caller gets an answer.
 
 pub mod handoff;
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -72,6 +73,23 @@ pub struct Waiting {
     pub wait_secs: f64,
     pub account: serde_json::Value,
     pub last_customer_message: Option<String>,
+}
+
+/// What the resolver records about an outcome (all optional).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Outcome {
+    /// `false`: the person needed nothing the AI lacked, so the escalation was avoidable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_information_ai_lacked: Option<bool>,
+    /// The right topic when the AI's was wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrected_topic: Option<String>,
+    /// The right queue when the AI's was wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corrected_queue: Option<String>,
+    /// The agent's answer, approved for the knowledge base.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approved_answer: Option<String>,
 }
 
 /// Who closed a conversation.
@@ -200,11 +218,6 @@ impl Support {
         let _turn = self.locks.for_id(id).lock().await;
         let (conversation, history) = self.load(id).await?;
         let policy = self.policy();
-        if conversation.status == Status::Resolved {
-            return Err(SupportError::Conflict(format!(
-                "conversation `{id}` is resolved; start a new conversation for a new issue"
-            )));
-        }
 
         let (classification, embedding) = models
             .classifier
@@ -212,6 +225,47 @@ impl Support {
             .await?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("the classifier returned no result"))?;
+
+        if conversation.status == Status::Resolved {
+            // The issue came back: reopen and put it in front of a person (counted as a reopening).
+            let decision = Decision {
+                tier: Tier::Human,
+                queue: conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone()),
+                confidence: 1.0,
+                reasons: vec![Reason::new(
+                    "reopened",
+                    "the customer wrote again after the conversation was resolved",
+                    None,
+                )],
+                signals: Vec::new(),
+            };
+            let reply = Reply {
+                text: format!(
+                    "I'm an AI assistant. I've reopened your conversation and passed it to our {} team; they can see everything so far.",
+                    decision.queue.replace('_', " ")
+                ),
+                ai_generated: true,
+                citations: Vec::new(),
+            };
+            let customer = customer_record(text, &decision, &classification, embedding);
+            let ai = NewMessage { role: "ai", author: None, text: reply.text.clone(), decision: None, embedding: None };
+            let change = Change {
+                status: Some(Status::Waiting),
+                tier: Some(Tier::Human.as_str().into()),
+                reopened: true,
+                escalated: Some("reopened".into()),
+                ..Default::default()
+            };
+            let key = id.to_string();
+            self.db(move |store| store.record(&key, &[customer, ai], &change)).await?;
+            return Ok(Turn {
+                conversation_id: id.to_string(),
+                status: Status::Waiting,
+                handoff: true,
+                reply: Some(reply),
+                decision,
+            });
+        }
 
         if matches!(conversation.status, Status::Waiting | Status::Human) {
             // A person owns the conversation: store the message for them, no AI reply.
@@ -379,6 +433,7 @@ impl Support {
         by: ResolvedBy,
         agent: Option<String>,
         csat: Option<u8>,
+        outcome: Outcome,
     ) -> Result<ConversationRow, SupportError> {
         let _turn = self.locks.for_id(id).lock().await;
         let (conversation, _) = self.load(id).await?;
@@ -390,7 +445,13 @@ impl Support {
             (ResolvedBy::Human, Some(agent)) => format!("human:{agent}"),
             (ResolvedBy::Human, None) => "human".to_string(),
         };
-        let change = Change { status: Some(Status::Resolved), resolved: Some((who, csat)), ..Default::default() };
+        let outcome = serde_json::to_value(&outcome).map_err(anyhow::Error::from)?;
+        let change = Change {
+            status: Some(Status::Resolved),
+            resolved: Some((who, csat)),
+            outcome: Some(outcome),
+            ..Default::default()
+        };
         let key = id.to_string();
         self.db(move |store| {
             store.record(&key, &[], &change)?;
@@ -434,6 +495,14 @@ impl Support {
     pub async fn handoff(&self, id: &str) -> Result<handoff::Packet, SupportError> {
         let (conversation, messages) = self.load(id).await?;
         Ok(handoff::packet(&conversation, &messages))
+    }
+
+    /// Support metrics over the conversations opened in `window` (up to now).
+    pub async fn support_report(&self, window: metrics::Window) -> Result<metrics::SupportReport, SupportError> {
+        let to = storage::now_ms() + 1;
+        let from = window.millis().map_or(0, |w| to - w);
+        let rows = self.db(move |store| store.conversations_created(from, to)).await?;
+        Ok(metrics::report(&rows, window, from, to))
     }
 
     /// Hands every conversation still with the AI past the time limit to a person. Returns how many.

@@ -29,6 +29,7 @@ use super::routes;
         routes::conversations::handoff,
         routes::conversations::queue,
         routes::conversations::reload_policy,
+        routes::conversations::support_metrics,
     ),
     components(schemas(routes::classify::ClassifyResponse)),
     modifiers(&BearerKeys),

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock, RwLock};
 
-use prometheus::{HistogramOpts, HistogramVec, Registry};
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, Opts, Registry};
 
 use crate::classify::Classifier;
 use crate::config::{AuthMode, ServerConfig};
@@ -24,6 +24,7 @@ struct Inner {
     limits: ServerConfig,
     registry: Registry,
     http_seconds: HistogramVec,
+    support_gauges: GaugeVec,
 }
 
 impl AppState {
@@ -39,6 +40,11 @@ impl AppState {
             &["route", "status"],
         )?;
         registry.register(Box::new(http_seconds.clone()))?;
+        let support_gauges = GaugeVec::new(
+            Opts::new("tierline_support", "Support metrics over the last 7 days (see GET /v1/metrics/support)"),
+            &["metric", "queue"],
+        )?;
+        registry.register(Box::new(support_gauges.clone()))?;
         Ok(Self {
             inner: Arc::new(Inner {
                 classifier: OnceLock::new(),
@@ -49,6 +55,7 @@ impl AppState {
                 limits,
                 registry,
                 http_seconds,
+                support_gauges,
             }),
         })
     }
@@ -104,6 +111,10 @@ impl AppState {
 
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
+    }
+
+    pub fn support_gauges(&self) -> &GaugeVec {
+        &self.inner.support_gauges
     }
 
     pub fn http_seconds(&self) -> &HistogramVec {

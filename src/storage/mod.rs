@@ -52,6 +52,10 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
     );",
+    // 2: outcomes recorded at resolution, and reopenings.
+    "ALTER TABLE conversations ADD COLUMN outcome TEXT;
+    ALTER TABLE conversations ADD COLUMN reopened_count INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX conversations_created ON conversations(created_at);",
 ];
 
 /// Where a conversation is.
@@ -106,6 +110,11 @@ pub struct ConversationRow {
     pub resolved_at: Option<i64>,
     pub resolved_by: Option<String>,
     pub csat: Option<u8>,
+    /// What the resolver recorded (JSON): whether the human needed information the AI lacked,
+    /// corrected topic/queue, an answer approved for the knowledge base.
+    pub outcome: serde_json::Value,
+    /// How many times a customer wrote again after a resolution.
+    pub reopened_count: u32,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -142,6 +151,9 @@ pub struct Change {
     pub escalated: Option<String>,
     pub first_human_reply: bool,
     pub resolved: Option<(String, Option<u8>)>,
+    pub outcome: Option<serde_json::Value>,
+    /// A customer wrote after a resolution: count it and clear the resolution time.
+    pub reopened: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -299,8 +311,30 @@ impl Store {
                 params![conversation, now, by, csat],
             )?;
         }
+        if let Some(outcome) = &change.outcome {
+            tx.execute(
+                "UPDATE conversations SET outcome = ?2 WHERE id = ?1",
+                params![conversation, outcome.to_string()],
+            )?;
+        }
+        if change.reopened {
+            tx.execute(
+                "UPDATE conversations SET reopened_count = reopened_count + 1, resolved_at = NULL WHERE id = ?1",
+                [conversation],
+            )?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Conversations created in `[from, to)` (ms), oldest first.
+    pub fn conversations_created(&self, from: i64, to: i64) -> anyhow::Result<Vec<ConversationRow>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at"
+        ))?;
+        let rows = statement.query_map(params![from, to], conversation_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Conversations waiting for a person in `queue`, oldest escalation first.
@@ -368,7 +402,7 @@ impl Store {
 }
 
 const CONVERSATION_COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \
-     escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat";
+     escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat, outcome, reopened_count";
 
 fn conversation_row(row: &Row<'_>) -> rusqlite::Result<ConversationRow> {
     let status: String = row.get(3)?;
@@ -390,6 +424,11 @@ fn conversation_row(row: &Row<'_>) -> rusqlite::Result<ConversationRow> {
         resolved_at: row.get(12)?,
         resolved_by: row.get(13)?,
         csat: row.get(14)?,
+        outcome: row
+            .get::<_, Option<String>>(15)?
+            .and_then(|o| serde_json::from_str(&o).ok())
+            .unwrap_or(serde_json::Value::Null),
+        reopened_count: row.get(16)?,
     })
 }
 

@@ -6,7 +6,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use crate::conversation::{handoff::Packet, ConversationView, ResolvedBy, SupportError, Turn, Waiting};
+use crate::conversation::metrics::{SupportReport, Window};
+use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting};
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
@@ -116,6 +117,14 @@ pub struct Resolve {
     pub agent: Option<String>,
     /// Customer satisfaction, 1-5.
     pub csat: Option<u8>,
+    /// `false`: the person needed nothing the AI lacked (an avoidable escalation).
+    pub needed_information_ai_lacked: Option<bool>,
+    /// The right topic, when the AI's was wrong.
+    pub corrected_topic: Option<String>,
+    /// The right queue, when the AI's was wrong (one of the policy's queues).
+    pub corrected_queue: Option<String>,
+    /// The agent's answer, approved for the knowledge base.
+    pub approved_answer: Option<String>,
 }
 
 /// Closes a conversation: resolved by the AI or a human, optional CSAT (1-5).
@@ -128,7 +137,30 @@ pub async fn resolve(
     if request.csat.is_some_and(|c| !(1..=5).contains(&c)) {
         return Err(ApiError::invalid("csat", "`csat` must be between 1 and 5"));
     }
-    Ok(Json(state.support().resolve(&id, request.resolved_by, request.agent, request.csat).await?))
+    if let Some(queue) = request.corrected_queue.as_ref().filter(|q| !state.support().policy().queues.contains(q)) {
+        return Err(ApiError::invalid("corrected_queue", format!("unknown queue `{queue}`")));
+    }
+    if request.corrected_topic.as_ref().is_some_and(|t| t.trim().is_empty() || t.len() > 64) {
+        return Err(ApiError::invalid("corrected_topic", "`corrected_topic` must be 1-64 characters"));
+    }
+    if request
+        .approved_answer
+        .as_ref()
+        .is_some_and(|a| a.trim().is_empty() || a.len() > state.limits().max_article_bytes)
+    {
+        return Err(ApiError::invalid(
+            "approved_answer",
+            "`approved_answer` must be non-empty and within server.max_article_bytes",
+        ));
+    }
+    let outcome = Outcome {
+        needed_information_ai_lacked: request.needed_information_ai_lacked,
+        corrected_topic: request.corrected_topic,
+        corrected_queue: request.corrected_queue,
+        approved_answer: request.approved_answer,
+    };
+    let row = state.support().resolve(&id, request.resolved_by, request.agent, request.csat, outcome).await?;
+    Ok(Json(row))
 }
 
 /// The conversation with its transcript and the decision made on each customer message.
@@ -198,4 +230,27 @@ pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloade
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", format!("{err:#}")))?;
     Ok(Json(Reloaded { reloaded: true, queues: policy.queues.clone() }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    /// `day`, `week` (default) or `all`.
+    #[serde(default = "default_window")]
+    pub window: Window,
+}
+
+fn default_window() -> Window {
+    Window::Week
+}
+
+/// Support metrics per queue and overall for a window: escalation, AI resolution, re-escalation,
+/// over-escalation, time to a human (p50/p90), first-contact resolution after escalation, CSAT.
+#[utoipa::path(get, path = "/v1/metrics/support", tag = "learning", params(MetricsParams), responses((status = 200, body = SupportReport)))]
+pub async fn support_metrics(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<MetricsParams>,
+) -> Result<Json<SupportReport>, ApiError> {
+    Ok(Json(state.support().support_report(params.window).await?))
 }
