@@ -193,6 +193,17 @@ async fn metrics_match_an_independent_count_of_a_few_hundred_conversations() {
         assert!(overall[key].as_f64().is_some_and(|v| v > 0.0), "{key} is zero: {overall}");
     }
 
+    // Calibration replays the same conversations against their outcomes.
+    let (status, calibration) = server.send(Method::GET, "/v1/calibration?window=day", None).await;
+    assert_eq!(status, 200, "{calibration}");
+    assert_eq!(calibration["conversations"], 240);
+    assert!(calibration["with_verdict"].as_u64().unwrap() > 50, "{calibration}");
+    assert_eq!(calibration["signals"].as_array().unwrap().len(), 6);
+    for signal in calibration["signals"].as_array().unwrap() {
+        assert_eq!(signal["rows"].as_array().unwrap().iter().filter(|r| r["current"] == true).count(), 1);
+        assert!(!signal["suggestion"].as_str().unwrap().is_empty());
+    }
+
     // The same figures reach Prometheus.
     let (_, metrics) = server.get_text("/metrics").await;
     assert!(metrics.contains("tierline_support{metric=\"escalation_rate\",queue=\"all\"}"), "{metrics}");

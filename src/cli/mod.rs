@@ -61,6 +61,8 @@ pub enum Command {
     Keys(keys::KeysCommand),
     /// Support metrics (escalation, AI resolution, time to human, CSAT...) per queue, as a table.
     Report(report::ReportArgs),
+    /// Replay stored decisions and outcomes under other thresholds; suggests policy changes.
+    Calibrate(report::CalibrateArgs),
     /// Play a few realistic conversations against a running server and print what happens.
     Demo(demo::DemoArgs),
 }
@@ -104,6 +106,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(command) => keys::run(config, command),
         Command::Demo(args) => demo::run(args),
         Command::Report(args) => report::run(config, args),
+        Command::Calibrate(args) => report::calibrate(config, args),
         Command::Train(args) => train::run(config, args),
         Command::Classify(args) => classify::run(config, args),
         Command::Eval(args) => match args.retrieval {

@@ -4,6 +4,7 @@
 //! from the knowledge base (the reply says it is an AI) or handed to a queue with the whole
 //! context. Everything is stored before the caller gets an answer.
 
+pub mod calibration;
 pub mod handoff;
 pub mod metrics;
 
@@ -503,6 +504,26 @@ impl Support {
         let from = window.millis().map_or(0, |w| to - w);
         let rows = self.db(move |store| store.conversations_created(from, to)).await?;
         Ok(metrics::report(&rows, window, from, to))
+    }
+
+    /// Replays stored decisions and outcomes under alternative thresholds (see `calibration`).
+    pub async fn calibration(&self, window: metrics::Window) -> Result<calibration::CalibrationReport, SupportError> {
+        let policy = self.policy();
+        let to = storage::now_ms() + 1;
+        let from = window.millis().map_or(0, |w| to - w);
+        let conversations = self
+            .db(move |store| {
+                store
+                    .conversations_created(from, to)?
+                    .into_iter()
+                    .map(|row| {
+                        let messages = store.messages(&row.id)?;
+                        Ok((row, messages))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })
+            .await?;
+        Ok(calibration::calibrate(&policy, &conversations))
     }
 
     /// Hands every conversation still with the AI past the time limit to a person. Returns how many.

@@ -19,7 +19,10 @@ fn accepted_scopes(method: &Method, route: &str) -> Option<&'static [Scope]> {
         ("/v1/kb/articles" | "/v1/kb/articles/{id}", "GET") => &[Agent],
         ("/v1/kb/articles" | "/v1/kb/articles/{id}", _) => &[Admin],
         ("/v1/conversations" | "/v1/conversations/{id}/messages", _) => &[Helpdesk],
-        ("/v1/conversations/{id}/agent-messages" | "/v1/queues/{queue}" | "/v1/metrics/support", _) => &[Agent],
+        (
+            "/v1/conversations/{id}/agent-messages" | "/v1/queues/{queue}" | "/v1/metrics/support" | "/v1/calibration",
+            _,
+        ) => &[Agent],
         ("/v1/conversations/{id}" | "/v1/conversations/{id}/resolve" | "/v1/conversations/{id}/handoff", _) => {
             &[Helpdesk, Agent]
         }

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/handoff", get(routes::conversations::handoff))
         .route("/v1/queues/{queue}", get(routes::conversations::queue))
         .route("/v1/metrics/support", get(routes::conversations::support_metrics))
+        .route("/v1/calibration", get(routes::conversations::calibration))
         .route("/v1/admin/policy/reload", post(routes::conversations::reload_policy))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))

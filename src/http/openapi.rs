@@ -30,6 +30,7 @@ use super::routes;
         routes::conversations::queue,
         routes::conversations::reload_policy,
         routes::conversations::support_metrics,
+        routes::conversations::calibration,
     ),
     components(schemas(routes::classify::ClassifyResponse)),
     modifiers(&BearerKeys),

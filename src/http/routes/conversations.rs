@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use crate::conversation::calibration::CalibrationReport;
 use crate::conversation::metrics::{SupportReport, Window};
 use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting};
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
@@ -253,4 +254,14 @@ pub async fn support_metrics(
     ApiQuery(params): ApiQuery<MetricsParams>,
 ) -> Result<Json<SupportReport>, ApiError> {
     Ok(Json(state.support().support_report(params.window).await?))
+}
+
+/// Replays stored decisions and outcomes under alternative thresholds per signal: escalation rate,
+/// avoidable and missed escalations, and a suggested threshold. Nothing changes by itself.
+#[utoipa::path(get, path = "/v1/calibration", tag = "learning", params(MetricsParams), responses((status = 200, body = CalibrationReport)))]
+pub async fn calibration(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<MetricsParams>,
+) -> Result<Json<CalibrationReport>, ApiError> {
+    Ok(Json(state.support().calibration(params.window).await?))
 }
