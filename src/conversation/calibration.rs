@@ -65,10 +65,11 @@ fn verdict(conversation: &ConversationRow, escalated_first: bool) -> Option<Verd
         return needed.map(|needed| if needed { Verdict::NeededHuman } else { Verdict::Avoidable });
     }
     if !escalated_first {
-        if conversation.reopened_count > 0
-            || conversation.escalated_at.is_some()
-            || conversation.csat.is_some_and(|c| c <= 2)
-        {
+        // A later escalation counts when the AI failed (repeat, exchange limit, a signal...), not
+        // when only the clock ran out or an agent stepped in unasked.
+        let failed_later = conversation.escalated_at.is_some()
+            && !matches!(conversation.escalation_reason.as_deref(), Some("time_limit" | "agent_took_over"));
+        if conversation.reopened_count > 0 || failed_later || conversation.csat.is_some_and(|c| c <= 2) {
             return Some(Verdict::NeededHuman);
         }
         if conversation.resolved_by.as_deref() == Some("ai") && conversation.csat.is_some_and(|c| c >= 4) {

@@ -158,7 +158,7 @@ impl Support {
             store,
             policy: RwLock::new(Arc::new(policy)),
             policy_path,
-            locks: TurnLocks((0..64).map(|_| tokio::sync::Mutex::new(())).collect()),
+            locks: TurnLocks((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()),
         })
     }
 
@@ -253,8 +253,10 @@ impl Support {
             let change = Change {
                 status: Some(Status::Waiting),
                 tier: Some(Tier::Human.as_str().into()),
+                queue: Some(decision.queue.clone()),
                 reopened: true,
                 escalated: Some("reopened".into()),
+                restart_escalation: true,
                 ..Default::default()
             };
             let key = id.to_string();
@@ -441,6 +443,12 @@ impl Support {
         if conversation.status == Status::Resolved {
             return Err(SupportError::Conflict(format!("conversation `{id}` is already resolved")));
         }
+        if by == ResolvedBy::Ai && matches!(conversation.status, Status::Waiting | Status::Human) {
+            return Err(SupportError::Conflict(format!(
+                "conversation `{id}` is with a person ({}); resolve it as `human`",
+                conversation.status.as_str()
+            )));
+        }
         let who = match (by, agent) {
             (ResolvedBy::Ai, _) => "ai".to_string(),
             (ResolvedBy::Human, Some(agent)) => format!("human:{agent}"),
@@ -557,7 +565,11 @@ impl Support {
                 ..Default::default()
             };
             let key = id.clone();
-            self.db(move |store| store.record(&key, &[note], &change)).await?;
+            // One failure must not stop the sweep of the others.
+            if let Err(err) = self.db(move |store| store.record(&key, &[note], &change)).await {
+                tracing::warn!(conversation = %id, %err, "time-limit handoff not stored");
+                continue;
+            }
             tracing::info!(conversation = %id, %queue, "handed off: time limit");
         }
         Ok(overdue.len())

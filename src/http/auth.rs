@@ -16,7 +16,8 @@ fn accepted_scopes(method: &Method, route: &str) -> Option<&'static [Scope]> {
     use Scope::{Admin, Agent, Helpdesk};
     let scopes: &'static [Scope] = match (route, method.as_str()) {
         ("/health" | "/ready" | "/metrics" | "/openapi.json" | "/docs", _) => return None,
-        ("/v1/kb/articles" | "/v1/kb/articles/{id}", "GET") => &[Agent],
+        // Search can return internal articles: agents only.
+        ("/v1/kb/articles" | "/v1/kb/articles/{id}" | "/v1/kb/search", "GET") => &[Agent],
         ("/v1/kb/articles" | "/v1/kb/articles/{id}", _) => &[Admin],
         ("/v1/conversations" | "/v1/conversations/{id}/messages", _) => &[Helpdesk],
         (

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/calibration", get(routes::conversations::calibration))
         .route("/v1/admin/policy/reload", post(routes::conversations::reload_policy))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))
@@ -56,6 +57,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn not_found() -> error::ApiError {
     error::ApiError::new(axum::http::StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }
 
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -59,6 +59,7 @@ pub struct KbIndex {
     dims: usize,
     generation: PathBuf,
     articles: Vec<Article>,
+    encoder: EncoderRef,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -135,7 +136,8 @@ pub fn build(
     let texts: Vec<String> = passages.iter().map(Passage::indexed_text).collect();
     let dims = encoder.dimensions;
 
-    let previous = KbIndex::open(root).ok().filter(|old| old.dims == dims);
+    // Vectors from another encoder (or revision) live in another space: never reuse them.
+    let previous = KbIndex::open(root).ok().filter(|old| old.dims == dims && &old.encoder == encoder);
     let reusable: HashMap<String, &[f32]> = previous
         .as_ref()
         .map(|old| {
@@ -240,6 +242,7 @@ impl KbIndex {
             dims: meta.dims,
             generation,
             articles,
+            encoder: meta.encoder,
         })
     }
 

@@ -244,7 +244,14 @@ fn citation(index: &KbIndex, query: &str, hit: &Hit) -> Citation {
 
 /// Answer with the best passage when confident enough, else say why not.
 pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32) -> Answer {
-    let citations: Vec<Citation> = hits.iter().take(3).map(|hit| citation(index, question, hit)).collect();
+    // The passage that answers (best semantic match) is cited first, then the others by rank.
+    let top_index = hits.iter().enumerate().max_by(|a, b| a.1.similarity.total_cmp(&b.1.similarity)).map(|(i, _)| i);
+    let ordered: Vec<&Hit> = top_index
+        .map(|t| &hits[t])
+        .into_iter()
+        .chain(hits.iter().enumerate().filter(|(i, _)| Some(*i) != top_index).map(|(_, h)| h))
+        .collect();
+    let citations: Vec<Citation> = ordered.iter().take(3).map(|hit| citation(index, question, hit)).collect();
     let Some(best) = hits.first() else {
         return Answer {
             answered: false,

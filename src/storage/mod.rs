@@ -154,6 +154,8 @@ pub struct Change {
     pub outcome: Option<serde_json::Value>,
     /// A customer wrote after a resolution: count it and clear the resolution time.
     pub reopened: bool,
+    /// With `escalated`: restart the escalation clock (a reopened conversation waits anew).
+    pub restart_escalation: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -293,7 +295,12 @@ impl Store {
         if change.add_ai_exchange {
             tx.execute("UPDATE conversations SET ai_exchanges = ai_exchanges + 1 WHERE id = ?1", [conversation])?;
         }
-        if let Some(reason) = &change.escalated {
+        if let (Some(reason), true) = (&change.escalated, change.restart_escalation) {
+            tx.execute(
+                "UPDATE conversations SET escalated_at = ?2, escalation_reason = ?3 WHERE id = ?1",
+                params![conversation, now, reason],
+            )?;
+        } else if let Some(reason) = &change.escalated {
             tx.execute(
                 "UPDATE conversations SET escalated_at = COALESCE(escalated_at, ?2), escalation_reason = COALESCE(escalation_reason, ?3) WHERE id = ?1",
                 params![conversation, now, reason],

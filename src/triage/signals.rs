@@ -34,8 +34,10 @@ pub struct Signal {
 pub fn normalise(text: &str) -> String {
     let mut out = String::from(" ");
     for c in text.chars().flat_map(char::to_lowercase) {
+        // Typographic apostrophes (phones type them) count as plain ones: "didn’t" = "didn't".
+        let c = if matches!(c, '’' | '‘' | 'ʼ') { '\'' } else { c };
         if c.is_alphanumeric() || c == '\'' {
-            out.push(if c == '\'' { '\'' } else { c });
+            out.push(c);
         } else if !out.ends_with(' ') {
             out.push(' ');
         }
@@ -43,7 +45,7 @@ pub fn normalise(text: &str) -> String {
     if !out.ends_with(' ') {
         out.push(' ');
     }
-    out.replace('’', "'")
+    out
 }
 
 /// The phrases of `phrases` found in `normalised` text, whole words only.
@@ -168,6 +170,7 @@ mod tests {
 
     #[test]
     fn phrases_match_whole_words_only() {
+        assert_eq!(normalise("It wasn’t me"), " it wasn't me ");
         let text = normalise("I was CHARGED twice!! Not me; the apiary isn't an API.");
         assert_eq!(text, " i was charged twice not me the apiary isn't an api ");
         let phrases: Vec<String> = ["charged twice", "not me", "api", "pi", "me the"].map(String::from).to_vec();

@@ -1,7 +1,7 @@
 //! Conversations over HTTP: create, customer messages (AI reply or handoff), agent messages,
 //! resolve, read, the handoff packet, queues, and the policy reload.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -10,7 +10,7 @@ use crate::conversation::calibration::CalibrationReport;
 use crate::conversation::metrics::{SupportReport, Window};
 use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting};
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
-use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
 use crate::storage::ConversationRow;
 use crate::triage::AccountContext;
@@ -80,13 +80,38 @@ fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError>
 #[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path)), request_body = CustomerMessage, responses((status = 200, body = Turn), (status = 404, body = ErrorBody), (status = 409, description = "resolved", body = ErrorBody), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
 pub async fn customer_message(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CustomerMessage>,
 ) -> Result<Json<Turn>, ApiError> {
     check_text(&state, "text", &request.text)?;
-    let models = state.models().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
+    if state.models().is_none() {
+        return Err(ApiError::not_ready("the models are still loading"));
+    }
     let timeout = std::time::Duration::from_millis(state.limits().request_timeout_ms);
-    let turn = within_deadline(timeout, state.support().customer_message(models, &id, request.text)).await?;
+    // The turn runs in its own task: past the deadline the caller gets 503, but the turn still
+    // completes whole (stored with its reply) instead of being cut between inference and storage.
+    let task_state = state.clone();
+    let turn = tokio::spawn(async move {
+        let models = task_state.models().expect("checked above; models are never unloaded");
+        task_state.support().customer_message(models, &id, request.text).await
+    });
+    let turn = within_deadline(timeout, async {
+        turn.await.map_err(|err| SupportError::Internal(anyhow::anyhow!("turn task failed: {err}")))?
+    })
+    .await
+    .map_err(|err| {
+        if err.code == "timeout" {
+            ApiError {
+                message: format!(
+                    "{}; the message may still be stored: GET the conversation before retrying",
+                    err.message
+                ),
+                ..err
+            }
+        } else {
+            err
+        }
+    })?;
     Ok(Json(turn))
 }
 
@@ -101,7 +126,7 @@ pub struct AgentMessage {
 #[utoipa::path(post, path = "/v1/conversations/{id}/agent-messages", tag = "conversations", params(("id" = String, Path)), request_body = AgentMessage, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn agent_message(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<AgentMessage>,
 ) -> Result<Json<ConversationRow>, ApiError> {
     check_text(&state, "text", &request.text)?;
@@ -132,7 +157,7 @@ pub struct Resolve {
 #[utoipa::path(post, path = "/v1/conversations/{id}/resolve", tag = "conversations", params(("id" = String, Path)), request_body = Resolve, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Resolve>,
 ) -> Result<Json<ConversationRow>, ApiError> {
     if request.csat.is_some_and(|c| !(1..=5).contains(&c)) {
@@ -166,13 +191,16 @@ pub async fn resolve(
 
 /// The conversation with its transcript and the decision made on each customer message.
 #[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ConversationView>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ConversationView>, ApiError> {
     Ok(Json(state.support().view(&id).await?))
 }
 
 /// The handoff packet: transcript, summary, what the AI tried, signal timeline, account context, suggested reply.
 #[utoipa::path(get, path = "/v1/conversations/{id}/handoff", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = Packet), (status = 404, body = ErrorBody)))]
-pub async fn handoff(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Packet>, ApiError> {
+pub async fn handoff(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Packet>, ApiError> {
     Ok(Json(state.support().handoff(&id).await?))
 }
 
@@ -198,7 +226,7 @@ pub struct QueueResponse {
 #[utoipa::path(get, path = "/v1/queues/{queue}", tag = "conversations", params(("queue" = String, Path), QueueParams), responses((status = 200, body = QueueResponse), (status = 404, body = ErrorBody)))]
 pub async fn queue(
     State(state): State<AppState>,
-    Path(queue): Path<String>,
+    ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<QueueParams>,
 ) -> Result<Json<QueueResponse>, ApiError> {
     let policy = state.support().policy();

@@ -2,14 +2,14 @@
 //! while it serves. Each change rebuilds the index off the request thread and switches it in
 //! atomically; searches running meanwhile see the old index.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
 use super::kb::{internal, kb};
 use crate::http::error::{ApiError, ErrorBody};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::state::AppState;
 use crate::kb::{article, Article, Audience, Upserted};
 
@@ -86,7 +86,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ArticleList>, Ap
 
 /// One article and its passage count.
 #[utoipa::path(get, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 200, body = ArticleResponse), (status = 404, body = ErrorBody)))]
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<ArticleResponse>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<ArticleResponse>, ApiError> {
     let index = kb(&state)?.current();
     let article = index.article(&id).ok_or_else(|| not_found(&id))?;
     let passages = index.passages().iter().filter(|p| p.article_id == id).count();
@@ -117,7 +120,7 @@ pub async fn create(
 #[utoipa::path(put, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), request_body = ArticleInput, responses((status = 200, body = ArticleResponse), (status = 201, body = ArticleResponse), (status = 422, body = ErrorBody)))]
 pub async fn put(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<ArticleInput>,
 ) -> Result<(StatusCode, Json<ArticleResponse>), ApiError> {
     if input.id.as_ref().is_some_and(|body_id| body_id != &id) {
@@ -131,7 +134,7 @@ pub async fn put(
 
 /// Removes an article from the knowledge base.
 #[utoipa::path(delete, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let state_for_task = state.clone();
     let removed = {
         let id = id.clone();
