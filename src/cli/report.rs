@@ -1,34 +1,22 @@
 use tierline::config::Config;
+use tierline::conversation::calibration;
 use tierline::conversation::metrics::{self, Window};
-use tierline::storage::{self, Store};
+use tierline::storage::Store;
+use tierline::triage::Policy;
 
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// day, week or all.
     #[arg(long, value_enum, default_value = "week")]
-    pub window: WindowArg,
+    pub window: Window,
     /// Print JSON (the same as GET /v1/metrics/support).
     #[arg(long)]
     pub json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum WindowArg {
-    Day,
-    Week,
-    All,
-}
-
 pub fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir.join(&config.support.database))?;
-    let window = match args.window {
-        WindowArg::Day => Window::Day,
-        WindowArg::Week => Window::Week,
-        WindowArg::All => Window::All,
-    };
-    let to = storage::now_ms() + 1;
-    let from = window.millis().map_or(0, |w| to - w);
-    let report = metrics::report(&store.conversations_created(from, to)?, window, from, to);
+    let report = metrics::load_report(&store, args.window)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -41,7 +29,7 @@ pub fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
 pub struct CalibrateArgs {
     /// day, week or all (default all: calibration wants every outcome).
     #[arg(long, value_enum, default_value = "all")]
-    pub window: WindowArg,
+    pub window: Window,
     /// Print JSON (the same as GET /v1/calibration).
     #[arg(long)]
     pub json: bool,
@@ -49,23 +37,8 @@ pub struct CalibrateArgs {
 
 pub fn calibrate(config: Config, args: CalibrateArgs) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir.join(&config.support.database))?;
-    let policy = tierline::triage::Policy::load(&config.support.policy)?;
-    let window = match args.window {
-        WindowArg::Day => Window::Day,
-        WindowArg::Week => Window::Week,
-        WindowArg::All => Window::All,
-    };
-    let to = storage::now_ms() + 1;
-    let from = window.millis().map_or(0, |w| to - w);
-    let conversations = store
-        .conversations_created(from, to)?
-        .into_iter()
-        .map(|row| {
-            let messages = store.messages(&row.id)?;
-            Ok((row, messages))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let report = tierline::conversation::calibration::calibrate(&policy, &conversations);
+    let policy = Policy::load(&config.support.policy)?;
+    let report = calibration::load_and_calibrate(&store, &policy, args.window)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

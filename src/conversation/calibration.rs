@@ -5,7 +5,8 @@
 
 use serde::Serialize;
 
-use crate::storage::{ConversationRow, MessageRow};
+use super::metrics::Window;
+use crate::storage::{ConversationRow, MessageRow, Store};
 use crate::triage::{Policy, SignalKind};
 
 /// What the outcome says about escalating this conversation.
@@ -110,6 +111,20 @@ fn current_threshold(policy: &Policy, kind: SignalKind) -> f32 {
         SignalKind::Complex => s.complex.action.threshold,
         SignalKind::HighValue => s.high_value.action.threshold,
     }
+}
+
+/// Reads the conversations of `window` with their messages and calibrates (blocking).
+pub fn load_and_calibrate(store: &Store, policy: &Policy, window: Window) -> anyhow::Result<CalibrationReport> {
+    let (from, to) = window.range();
+    let conversations = store
+        .conversations_created(from, to)?
+        .into_iter()
+        .map(|row| {
+            let messages = store.messages(&row.id)?;
+            Ok((row, messages))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(calibrate(policy, &conversations))
 }
 
 pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<MessageRow>)]) -> CalibrationReport {

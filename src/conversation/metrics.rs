@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::ConversationRow;
+use crate::storage::{self, ConversationRow, Store};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Window {
     Day,
@@ -25,6 +25,18 @@ impl Window {
             Window::All => None,
         }
     }
+
+    /// `[from, to)` in ms since the epoch, ending now.
+    pub fn range(self) -> (i64, i64) {
+        let to = storage::now_ms() + 1;
+        (self.millis().map_or(0, |w| to - w), to)
+    }
+}
+
+/// Reads the conversations of `window` and computes the report (blocking).
+pub fn load_report(store: &Store, window: Window) -> anyhow::Result<SupportReport> {
+    let (from, to) = window.range();
+    Ok(report(&store.conversations_created(from, to)?, window, from, to))
 }
 
 /// Rates are `null` when their denominator is zero.

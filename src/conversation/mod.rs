@@ -39,6 +39,16 @@ pub enum SupportError {
     Internal(#[from] anyhow::Error),
 }
 
+impl SupportError {
+    /// A knowledge-base failure: engine errors keep their kind (429/503), the rest are internal.
+    fn from_kb(err: anyhow::Error) -> Self {
+        match err.downcast::<EngineError>() {
+            Ok(engine) => SupportError::Engine(engine),
+            Err(other) => SupportError::Internal(other),
+        }
+    }
+}
+
 /// The AI's reply to the customer (also stored in the transcript).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Reply {
@@ -229,17 +239,11 @@ impl Support {
 
         if conversation.status == Status::Resolved {
             // The issue came back: reopen and put it in front of a person (counted as a reopening).
-            let decision = Decision {
-                tier: Tier::Human,
-                queue: conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone()),
-                confidence: 1.0,
-                reasons: vec![Reason::new(
-                    "reopened",
-                    "the customer wrote again after the conversation was resolved",
-                    None,
-                )],
-                signals: Vec::new(),
-            };
+            let decision = person_owns(
+                &conversation,
+                &policy,
+                Reason::new("reopened", "the customer wrote again after the conversation was resolved", None),
+            );
             let reply = Reply {
                 text: format!(
                     "I'm an AI assistant. I've reopened your conversation and passed it to our {} team; they can see everything so far.",
@@ -272,13 +276,11 @@ impl Support {
 
         if matches!(conversation.status, Status::Waiting | Status::Human) {
             // A person owns the conversation: store the message for them, no AI reply.
-            let decision = Decision {
-                tier: Tier::Human,
-                queue: conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone()),
-                confidence: 1.0,
-                reasons: vec![Reason::new("with_human", "a person is handling this conversation", None)],
-                signals: Vec::new(),
-            };
+            let decision = person_owns(
+                &conversation,
+                &policy,
+                Reason::new("with_human", "a person is handling this conversation", None),
+            );
             let message = customer_record(text, &decision, &classification, embedding);
             let key = id.to_string();
             self.db(move |store| store.record(&key, &[message], &Change::default())).await?;
@@ -331,12 +333,7 @@ impl Support {
         let answer = match models.kb {
             Some(kb) if !escalating => {
                 let context: Vec<String> = earlier.iter().map(|m| m.text.clone()).collect();
-                Some(kb.answer_in_context(&text, &context).await.map_err(
-                    |err| match err.downcast::<EngineError>() {
-                        Ok(engine) => SupportError::Engine(engine),
-                        Err(other) => SupportError::Internal(other),
-                    },
-                )?)
+                Some(kb.answer_in_context(&text, &context).await.map_err(SupportError::from_kb)?)
             }
             _ => None,
         };
@@ -388,12 +385,7 @@ impl Support {
             let signals = signals::score(&policy, text, &classification, text, None, &ticket.account);
             let human: Vec<Reason> = triage::human_request(&policy, text, &classification).into_iter().collect();
             let answer = match models.kb {
-                Some(kb) => {
-                    Some(kb.answer_in_context(text, &[]).await.map_err(|err| match err.downcast::<EngineError>() {
-                        Ok(engine) => SupportError::Engine(engine),
-                        Err(other) => SupportError::Internal(other),
-                    })?)
-                }
+                Some(kb) => Some(kb.answer_in_context(text, &[]).await.map_err(SupportError::from_kb)?),
                 None => None,
             };
             let decision = triage::decide(&policy, &classification, signals, human, answer.as_ref());
@@ -506,32 +498,16 @@ impl Support {
         Ok(handoff::packet(&conversation, &messages))
     }
 
-    /// Support metrics over the conversations opened in `window` (up to now).
+    /// Support metrics over the conversations opened in `window` (up to now), computed off the
+    /// async workers.
     pub async fn support_report(&self, window: metrics::Window) -> Result<metrics::SupportReport, SupportError> {
-        let to = storage::now_ms() + 1;
-        let from = window.millis().map_or(0, |w| to - w);
-        let rows = self.db(move |store| store.conversations_created(from, to)).await?;
-        Ok(metrics::report(&rows, window, from, to))
+        self.db(move |store| metrics::load_report(store, window)).await
     }
 
     /// Replays stored decisions and outcomes under alternative thresholds (see `calibration`).
     pub async fn calibration(&self, window: metrics::Window) -> Result<calibration::CalibrationReport, SupportError> {
         let policy = self.policy();
-        let to = storage::now_ms() + 1;
-        let from = window.millis().map_or(0, |w| to - w);
-        let conversations = self
-            .db(move |store| {
-                store
-                    .conversations_created(from, to)?
-                    .into_iter()
-                    .map(|row| {
-                        let messages = store.messages(&row.id)?;
-                        Ok((row, messages))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()
-            })
-            .await?;
-        Ok(calibration::calibrate(&policy, &conversations))
+        self.db(move |store| calibration::load_and_calibrate(store, &policy, window)).await
     }
 
     /// Hands every conversation still with the AI past the time limit to a person. Returns how many.
@@ -587,6 +563,17 @@ impl Support {
                 }
             }
         })
+    }
+}
+
+/// The decision when a person owns the conversation (no triage needed): human, its queue.
+fn person_owns(conversation: &ConversationRow, policy: &Policy, reason: Reason) -> Decision {
+    Decision {
+        tier: Tier::Human,
+        queue: conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone()),
+        confidence: 1.0,
+        reasons: vec![reason],
+        signals: Vec::new(),
     }
 }
 

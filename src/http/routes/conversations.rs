@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::check_text;
 use crate::conversation::calibration::CalibrationReport;
 use crate::conversation::metrics::{SupportReport, Window};
 use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting};
@@ -61,19 +62,6 @@ pub async fn create(
 #[serde(deny_unknown_fields)]
 pub struct CustomerMessage {
     pub text: String,
-}
-
-fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError> {
-    if text.trim().is_empty() {
-        return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
-    }
-    if text.len() > state.limits().max_text_bytes {
-        return Err(ApiError::too_large(
-            field,
-            format!("`{field}` is longer than {} bytes", state.limits().max_text_bytes),
-        ));
-    }
-    Ok(())
 }
 
 /// A customer message: the AI answers (saying it is an AI) or hands off to a queue, with the decision and its reasons.

@@ -51,12 +51,7 @@ pub async fn search(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
-    if params.q.trim().is_empty() {
-        return Err(ApiError::invalid("q", "`q` must not be empty"));
-    }
-    if params.q.len() > state.limits().max_text_bytes {
-        return Err(ApiError::too_large("q", "query is too long"));
-    }
+    super::check_text(&state, "q", &params.q)?;
     if !(1..=50).contains(&params.k) {
         return Err(ApiError::invalid("k", "`k` must be between 1 and 50"));
     }
@@ -88,12 +83,7 @@ pub async fn answer(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AnswerRequest>,
 ) -> Result<Json<Answer>, ApiError> {
-    if request.question.trim().is_empty() {
-        return Err(ApiError::invalid("question", "`question` must not be empty"));
-    }
-    if request.question.len() > state.limits().max_text_bytes {
-        return Err(ApiError::too_large("question", "question is too long"));
-    }
+    super::check_text(&state, "question", &request.question)?;
     if request.context.len() > 20 {
         return Err(ApiError::too_large("context", "`context` holds at most 20 messages"));
     }

@@ -5,3 +5,20 @@ pub mod health;
 pub mod kb;
 pub mod kb_articles;
 pub mod models;
+
+use crate::http::error::ApiError;
+use crate::http::state::AppState;
+
+/// A text field must hold something and stay within `server.max_text_bytes`.
+pub(crate) fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError> {
+    if text.trim().is_empty() {
+        return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
+    }
+    if text.len() > state.limits().max_text_bytes {
+        return Err(ApiError::too_large(
+            field,
+            format!("`{field}` is longer than {} bytes", state.limits().max_text_bytes),
+        ));
+    }
+    Ok(())
+}
