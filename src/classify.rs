@@ -3,11 +3,12 @@
 //! /v1/classify` and `tierline classify`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 
 use crate::inference::checkpoint::SequenceClassifier;
+use crate::inference::head_versions::HeadVersions;
 use crate::inference::heads::{Activation, ClassifierHead, Head, HeadCard};
 use crate::inference::{Engine, EngineError, HeadSet};
 use crate::learn::eval::OUT_OF_SCOPE_LABEL;
@@ -93,10 +94,13 @@ struct LabelSpec<'a> {
     thresholds: &'a [f32],
 }
 
+type ServedHeads = Arc<Vec<Arc<ClassifierHead>>>;
+
 #[derive(Clone)]
 pub struct Classifier {
     engine: Engine,
-    heads: Arc<Vec<Arc<ClassifierHead>>>,
+    /// Swapped whole when a promoted head version is loaded.
+    heads: Arc<RwLock<ServedHeads>>,
     checkpoints: Arc<Vec<Arc<CheckpointHead>>>,
 }
 
@@ -112,23 +116,46 @@ impl Classifier {
         heads: Vec<Arc<ClassifierHead>>,
         checkpoints: Vec<CheckpointHead>,
     ) -> anyhow::Result<Self> {
-        let heads: Vec<_> =
-            heads.into_iter().filter(|h| !checkpoints.iter().any(|c| c.name == h.card().name)).collect();
-        let set = HeadSet::new(heads.iter().map(|h| h.clone() as Arc<dyn Head>).collect())?;
-        engine.set_heads(set);
-        Ok(Self {
+        let classifier = Self {
             engine,
-            heads: Arc::new(heads),
+            heads: Arc::new(RwLock::new(Arc::new(Vec::new()))),
             checkpoints: Arc::new(checkpoints.into_iter().map(Arc::new).collect()),
-        })
+        };
+        classifier.replace_heads(heads)?;
+        Ok(classifier)
+    }
+
+    /// Serves `heads` from the next batch on (a checkpoint of the same name still wins).
+    pub fn replace_heads(&self, heads: Vec<Arc<ClassifierHead>>) -> anyhow::Result<()> {
+        let heads: Vec<_> =
+            heads.into_iter().filter(|h| !self.checkpoints.iter().any(|c| c.name == h.card().name)).collect();
+        let set = HeadSet::new(heads.iter().map(|h| h.clone() as Arc<dyn Head>).collect())?;
+        let mut served = self.heads.write().unwrap_or_else(|p| p.into_inner());
+        self.engine.set_heads(set);
+        *served = Arc::new(heads);
+        Ok(())
+    }
+
+    /// Loads the configured heads again (promoted versions included) and serves them. Blocking.
+    pub fn reload_heads(&self, config: &crate::config::Config) -> anyhow::Result<()> {
+        let heads = load_served_heads(config, &self.engine.info().reference(), self.engine.device())?;
+        self.replace_heads(heads)?;
+        let versions: Vec<String> =
+            self.served().iter().map(|h| format!("{} v{}", h.card().name, h.card().version)).collect();
+        tracing::info!(heads = ?versions, "heads reloaded");
+        Ok(())
+    }
+
+    fn served(&self) -> ServedHeads {
+        self.heads.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    pub fn cards(&self) -> Vec<&HeadCard> {
-        self.heads.iter().map(|h| h.card()).collect()
+    pub fn cards(&self) -> Vec<HeadCard> {
+        self.served().iter().map(|h| h.card().clone()).collect()
     }
 
     pub fn versions(&self) -> ModelVersions {
@@ -136,7 +163,7 @@ impl Classifier {
         ModelVersions {
             encoder: info.id.clone(),
             encoder_revision: info.revision.clone(),
-            heads: self.heads.iter().map(|h| (h.card().name.clone(), h.card().version)).collect(),
+            heads: self.served().iter().map(|h| (h.card().name.clone(), h.card().version)).collect(),
             checkpoints: self.checkpoints.iter().map(|c| (c.name.clone(), c.model_id.clone())).collect(),
         }
     }
@@ -200,14 +227,16 @@ impl Classifier {
         truncated: bool,
         top_k: usize,
     ) -> TextClassification {
-        let heads = self.heads.iter().map(|h| (&h.card().name, LabelSpec::from(h.card())));
+        let served = self.served();
+        let heads = served.iter().map(|h| (&h.card().name, LabelSpec::from(h.card())));
         let checkpoints = self.checkpoints.iter().map(|c| {
             (&c.name, LabelSpec { labels: c.model.labels(), activation: c.model.activation(), thresholds: &[] })
         });
         let mut results = BTreeMap::new();
         let mut out_of_scope = None;
         for (name, spec) in heads.chain(checkpoints) {
-            let Some(values) = scores.get(name) else { continue };
+            // A head swapped mid-batch may have other labels: skip it for this one batch.
+            let Some(values) = scores.get(name).filter(|v| v.len() == spec.labels.len()) else { continue };
             if let Some(other) = spec.labels.iter().position(|l| l == OUT_OF_SCOPE_LABEL) {
                 out_of_scope = Some(values[other]);
             }
@@ -273,13 +302,29 @@ pub fn start(
     let encoder = inference::load_encoder(config, BackendKind::Auto, progress)?;
     let reference = encoder.info().reference();
     let device = encoder.device().clone();
-    let heads = inference::heads::load_heads(&config.models.heads_dir, &config.models.heads, &reference, &device)?;
+    let heads = load_served_heads(config, &reference, &device)?;
     let checkpoints = load_checkpoints(config, &device, progress)?;
     let engine = Engine::start(encoder, HeadSet::default(), BatchLimits::from_config(&config.engine), metrics)?;
     let names: Vec<&str> = heads.iter().map(|h| h.card().name.as_str()).collect();
     let replaced: Vec<&str> = checkpoints.iter().map(|c| c.name.as_str()).collect();
     tracing::info!(heads = ?names, checkpoints = ?replaced, "heads loaded");
     Classifier::with_checkpoints(engine, heads, checkpoints)
+}
+
+/// The configured heads, each in its promoted version when it has one.
+pub fn load_served_heads(
+    config: &crate::config::Config,
+    encoder: &crate::inference::heads::EncoderRef,
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<Arc<ClassifierHead>>> {
+    let versions = HeadVersions::new(config.data_dir.join(&config.models.head_versions));
+    crate::inference::heads::load_heads_with_versions(
+        &config.models.heads_dir,
+        &config.models.heads,
+        Some(&versions),
+        encoder,
+        device,
+    )
 }
 
 /// Every manifest role of kind `sequence-classification`, resolved like any model.

@@ -19,6 +19,8 @@ pub struct Config {
     pub engine: EngineConfig,
     pub kb: KbConfig,
     pub support: SupportConfig,
+    /// Spike detection over ticket embeddings.
+    pub anomaly: crate::insights::anomaly::AnomalyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +32,10 @@ pub struct SupportConfig {
     pub policy: PathBuf,
     /// API keys: `auto` (required once a key exists), `required`, or `off`.
     pub auth: AuthMode,
+    /// Where anomaly alerts are POSTed as JSON (`http://` only); empty: no webhook.
+    pub alert_webhook_url: String,
+    /// Attempts per alert before the webhook gives up (backoff 1 s, 2 s, 4 s...).
+    pub alert_webhook_attempts: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -46,6 +52,8 @@ impl Default for SupportConfig {
             database: PathBuf::from("tierline.db"),
             policy: PathBuf::from("models/policy.toml"),
             auth: AuthMode::Auto,
+            alert_webhook_url: String::new(),
+            alert_webhook_attempts: 5,
         }
     }
 }
@@ -106,6 +114,11 @@ pub struct ModelsConfig {
     pub heads_dir: PathBuf,
     /// Heads to load from `heads_dir`; empty loads every head found there.
     pub heads: Vec<String>,
+    /// Head versions promoted by `tierline train --from-feedback` (relative to `data_dir`): a
+    /// promoted version of a head replaces the one in `heads_dir`.
+    pub head_versions: PathBuf,
+    /// How often a running server looks for a newly promoted or rolled-back head version.
+    pub head_poll_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -154,6 +167,7 @@ impl Default for Config {
             engine: EngineConfig::default(),
             kb: KbConfig::default(),
             support: SupportConfig::default(),
+            anomaly: Default::default(),
         }
     }
 }
@@ -184,6 +198,8 @@ impl Default for ModelsConfig {
             cache_dir: PathBuf::from("models"),
             heads_dir: PathBuf::from("models/heads"),
             heads: Vec::new(),
+            head_versions: PathBuf::from("heads"),
+            head_poll_secs: 5,
         }
     }
 }
@@ -261,6 +277,14 @@ impl Config {
                 self.engine.max_queued_texts,
                 self.server.max_texts_per_request
             );
+        }
+        self.anomaly.validate()?;
+        let webhook = &self.support.alert_webhook_url;
+        if !webhook.is_empty() && !webhook.starts_with("http://") {
+            bail!("`support.alert_webhook_url` must be an http:// URL (got `{webhook}`); TLS is left to a local relay");
+        }
+        if self.support.alert_webhook_attempts == 0 || self.models.head_poll_secs == 0 {
+            bail!("`support.alert_webhook_attempts` and `models.head_poll_secs` must be greater than 0");
         }
         crate::inference::DeviceRequest::parse(&self.engine.device)
             .map_err(|err| anyhow::anyhow!("`engine.device`: {err}"))?;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod conversation;
 pub mod http;
 pub mod inference;
+pub mod insights;
 pub mod kb;
 pub mod learn;
 pub mod server;

@@ -12,7 +12,9 @@ use crate::classify;
 use crate::config::Config;
 use crate::conversation::Support;
 use crate::http::{self, AppState};
+use crate::inference::head_versions::HeadVersions;
 use crate::inference::EngineMetrics;
+use crate::insights::alerts::Alerting;
 use crate::kb::KnowledgeBase;
 use crate::storage::Store;
 
@@ -26,12 +28,16 @@ pub async fn run(
     let registry = Registry::new();
     // Storage and policy first: a bad policy or an unreadable database stops the start at once.
     let store = Arc::new(Store::open(&config.data_dir.join(&config.support.database))?);
-    let support = Arc::new(Support::new(store, config.support.policy.clone())?);
+    let alerting =
+        Alerting::new(config.anomaly.clone(), &config.support.alert_webhook_url, config.support.alert_webhook_attempts);
+    let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting)?);
     let sweeper = support.spawn_sweeper();
+    let replay = replay_tickets(support.clone());
     #[cfg(unix)]
     let reloader = reload_policy_on_sighup(support.clone());
     let state = AppState::new(config.server.clone(), support, config.support.auth, registry.clone())?;
     let engine_metrics = EngineMetrics::register(&registry)?;
+    let head_watch = watch_head_versions(state.clone(), config.clone());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
 
@@ -86,6 +92,8 @@ pub async fn run(
     tracing::info!(address = %listener.local_addr()?, "listening");
     http::serve(listener, state.clone(), stop, grace).await?;
     sweeper.abort();
+    replay.abort();
+    head_watch.abort();
     #[cfg(unix)]
     reloader.abort();
     if let Some(engine) = state.engine() {
@@ -96,6 +104,45 @@ pub async fn run(
         anyhow::bail!("{error}");
     }
     Ok(())
+}
+
+/// Rebuilds spike detection from the stored tickets in the background.
+fn replay_tickets(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match support.replay_tickets().await {
+            Ok(tickets) => tracing::info!(tickets, "anomaly detection rebuilt from stored tickets"),
+            Err(err) => tracing::warn!("anomaly detection starts empty: {err}"),
+        }
+    })
+}
+
+/// Serves a newly promoted (or rolled-back) head version without a restart: the version files
+/// are checked every `models.head_poll_secs`.
+fn watch_head_versions(state: AppState, config: Config) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let versions = HeadVersions::new(config.data_dir.join(&config.models.head_versions));
+        let interval = Duration::from_secs(config.models.head_poll_secs);
+        let mut served: Option<String> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(classifier) = state.classifier().cloned() else { continue };
+            let reader = versions.clone();
+            let Ok(fingerprint) = tokio::task::spawn_blocking(move || reader.fingerprint()).await else { continue };
+            if served.as_ref() == Some(&fingerprint) {
+                continue;
+            }
+            let reload_config = config.clone();
+            // The first look reloads too: a promotion may have landed while the models loaded.
+            let reloaded = tokio::task::spawn_blocking(move || classifier.reload_heads(&reload_config)).await;
+            match reloaded {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::error!("promoted head not served, keeping the current heads: {err:#}"),
+                Err(err) => tracing::error!(%err, "head reload task failed"),
+            }
+            // A broken version is reported once, not every poll; the next promotion is tried anew.
+            served = Some(fingerprint);
+        }
+    })
 }
 
 /// SIGHUP re-reads the policy file (a bad file is logged and the old policy stays).

@@ -35,7 +35,8 @@ fn single(result: &HeadResult) -> (&str, f32) {
 #[test]
 fn default_heads_predict_clear_examples() {
     let classifier = classifier();
-    let names: Vec<&str> = classifier.cards().iter().map(|c| c.name.as_str()).collect();
+    let cards = classifier.cards();
+    let names: Vec<&str> = cards.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["frustration", "sentiment", "topic"]);
     let texts: Vec<String> = [
         "I was charged twice and nobody answers my emails!",

@@ -6,6 +6,7 @@ mod demo;
 mod embed;
 mod eval;
 mod eval_retrieval;
+mod feedback;
 mod index;
 mod keys;
 mod models;
@@ -65,6 +66,12 @@ pub enum Command {
     Calibrate(report::CalibrateArgs),
     /// Play a few realistic conversations against a running server and print what happens.
     Demo(demo::DemoArgs),
+    /// Head versions promoted from feedback: list them, roll back.
+    #[command(subcommand)]
+    Heads(feedback::HeadsCommand),
+    /// Labeled examples learned from resolutions: export them.
+    #[command(subcommand)]
+    Feedback(feedback::FeedbackCommand),
 }
 
 /// The texts given as arguments, or else one per non-empty line of stdin; `what` names the action
@@ -105,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(command) => bench::run(config, command),
         Command::Keys(command) => keys::run(config, command),
         Command::Demo(args) => demo::run(args),
+        Command::Heads(command) => feedback::heads(config, command),
+        Command::Feedback(command) => feedback::feedback(config, command),
         Command::Report(args) => report::run(config, args),
         Command::Calibrate(args) => report::calibrate(config, args),
         Command::Train(args) => train::run(config, args),

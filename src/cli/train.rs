@@ -19,7 +19,7 @@ pub struct TrainArgs {
     #[arg(long, default_value = "../shared/data")]
     data: PathBuf,
     /// Instead of a recipe: one JSONL/CSV file of labeled texts...
-    #[arg(long, requires = "name")]
+    #[arg(long)]
     file: Option<PathBuf>,
     /// ...the head's name...
     #[arg(long)]
@@ -39,23 +39,30 @@ pub struct TrainArgs {
     /// Output folder (default: models/heads/<name>).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Retrain this served head on its original data (its recipe, or --file) plus the feedback
+    /// stored at resolutions; promote the new version only if it is not worse on held-out data.
+    #[arg(long, value_name = "HEAD", conflicts_with = "out")]
+    pub from_feedback: Option<String>,
+    /// With --from-feedback: how many times each feedback example counts in training.
+    #[arg(long, default_value_t = 5)]
+    pub feedback_weight: usize,
+    /// With --from-feedback: largest drop of macro-F1 on the original held-out split still promoted.
+    #[arg(long, default_value_t = 0.01)]
+    pub tolerance: f64,
+    /// With --from-feedback: only examples a person accepted (default: all not rejected).
+    #[arg(long)]
+    pub reviewed_only: bool,
+    /// With --from-feedback: compare and report, but write and promote nothing.
+    #[arg(long)]
+    pub no_promote: bool,
 }
 
 pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(head) = args.from_feedback.clone() {
+        return super::feedback::train_from_feedback(config, &args, &head);
+    }
     let command = std::iter::once("tierline".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let (recipe, recipe_dir, data_dir) = match (&args.recipe, &args.file) {
-        (Some(path), _) => {
-            let (recipe, dir) = Recipe::load(path)?;
-            anyhow::ensure!(
-                args.data.is_dir(),
-                "training data folder {} is missing: recipes read the shared public datasets from there (pass --data DIR)",
-                args.data.display()
-            );
-            (recipe, dir, args.data.clone())
-        }
-        (None, Some(file)) => file_recipe(&args, file)?,
-        (None, None) => anyhow::bail!("give --recipe FILE, or --file FILE --name NAME"),
-    };
+    let (recipe, recipe_dir, data_dir) = base_recipe(&args, None)?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("models/heads").join(&recipe.name));
 
     let mut examples = Vec::new();
@@ -156,8 +163,27 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The recipe (with the folders its sources are read from): `--recipe`, `--file`, or for a
+/// head being retrained, its own `models/heads/<head>/recipe.toml`.
+pub fn base_recipe(args: &TrainArgs, head: Option<&str>) -> anyhow::Result<(Recipe, PathBuf, PathBuf)> {
+    let default_recipe = head.map(|h| PathBuf::from("models/heads").join(h).join("recipe.toml"));
+    match (args.recipe.as_ref().or(default_recipe.as_ref().filter(|_| args.file.is_none())), &args.file) {
+        (Some(path), _) => {
+            let (recipe, dir) = Recipe::load(path)?;
+            anyhow::ensure!(
+                args.data.is_dir(),
+                "training data folder {} is missing: recipes read the shared public datasets from there (pass --data DIR, or --file FILE)",
+                args.data.display()
+            );
+            Ok((recipe, dir, args.data.clone()))
+        }
+        (None, Some(file)) => file_recipe(args, head, file),
+        (None, None) => anyhow::bail!("give --recipe FILE, or --file FILE --name NAME"),
+    }
+}
+
 /// The card keeps headline figures; `tierline eval --json` gives everything.
-fn summary(evaluation: &Evaluation) -> serde_json::Value {
+pub fn summary(evaluation: &Evaluation) -> serde_json::Value {
     let mut value = serde_json::to_value(evaluation).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
         map.remove("reliability");
@@ -212,12 +238,12 @@ pub fn start_engine(config: &Config) -> anyhow::Result<Engine> {
 }
 
 /// A one-source recipe for `--file`: labels are whatever the file holds, in sorted order.
-fn file_recipe(args: &TrainArgs, file: &Path) -> anyhow::Result<(Recipe, PathBuf, PathBuf)> {
+fn file_recipe(args: &TrainArgs, head: Option<&str>, file: &Path) -> anyhow::Result<(Recipe, PathBuf, PathBuf)> {
     let rows = tierline::learn::dataset::load(file, &args.text_column, &args.label_column)?;
     let mut labels: Vec<String> = rows.iter().flat_map(|r| r.labels.iter().cloned()).collect();
     labels.sort();
     labels.dedup();
-    let name = args.name.clone().context("--name is required with --file")?;
+    let name = args.name.clone().or(head.map(String::from)).context("--name is required with --file")?;
     let source = Source {
         name: file.file_stem().map_or("data".into(), |s| s.to_string_lossy().to_string()),
         file: PathBuf::from(file.file_name().context("--file names no file")?),
@@ -244,7 +270,7 @@ fn file_recipe(args: &TrainArgs, file: &Path) -> anyhow::Result<(Recipe, PathBuf
     Ok((recipe, dir.clone(), dir))
 }
 
-fn today() -> String {
+pub fn today() -> String {
     let days =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0)
             as i64;

@@ -16,8 +16,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::{Classifier, TextClassification};
 use crate::inference::EngineError;
-use crate::kb::{Citation, KnowledgeBase};
-use crate::storage::{self, Change, ConversationRow, MessageRow, NewMessage, Status, Store};
+use crate::insights;
+use crate::insights::alerts::Alerting;
+use crate::insights::health::{self, AccountHealth};
+use crate::kb::{Article, Audience, Citation, KnowledgeBase};
+use crate::storage::{self, Change, ConversationRow, MessageRow, NewFeedback, NewMessage, Status, Store};
 use crate::triage::{self, signals, AccountContext, Decision, Policy, Reason, Tier};
 
 /// What the service needs from the models: the classifier and, when configured, the KB.
@@ -29,7 +32,8 @@ pub struct Models<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupportError {
-    #[error("no conversation with id `{0}`")]
+    /// What was not found, in words.
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
@@ -156,16 +160,18 @@ impl TurnLocks {
 
 pub struct Support {
     store: Arc<Store>,
+    alerting: Arc<Alerting>,
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     locks: TurnLocks,
 }
 
 impl Support {
-    pub fn new(store: Arc<Store>, policy_path: PathBuf) -> anyhow::Result<Self> {
+    pub fn new(store: Arc<Store>, policy_path: PathBuf, alerting: Alerting) -> anyhow::Result<Self> {
         let policy = Policy::load(&policy_path)?;
         Ok(Self {
             store,
+            alerting: Arc::new(alerting),
             policy: RwLock::new(Arc::new(policy)),
             policy_path,
             locks: TurnLocks((0..1024).map(|_| tokio::sync::Mutex::new(())).collect()),
@@ -221,7 +227,7 @@ impl Support {
                 Ok(Some((conversation, store.messages(&key)?)))
             })
             .await?;
-        found.ok_or_else(|| SupportError::NotFound(id.to_string()))
+        found.ok_or_else(|| SupportError::NotFound(format!("no conversation with id `{id}`")))
     }
 
     /// One customer message: the AI answers it or hands the conversation off.
@@ -294,6 +300,7 @@ impl Support {
         }
 
         let account: AccountContext = serde_json::from_value(conversation.account.clone()).unwrap_or_default();
+        let health = self.account_health_for(&policy, &account).await;
         let earlier: Vec<&MessageRow> = history.iter().filter(|m| m.role == "customer").collect();
         let conversation_text: String =
             earlier.iter().map(|m| m.text.as_str()).chain([text.as_str()]).collect::<Vec<_>>().join("\n");
@@ -303,8 +310,15 @@ impl Support {
             .and_then(|d| d.get("negativity"))
             .and_then(|v| v.as_f64())
             .map(|v| v as f32);
-        let signals =
-            signals::score(&policy, &text, &classification, &conversation_text, earliest_negativity, &account);
+        let signals = signals::score(
+            &policy,
+            &text,
+            &classification,
+            &conversation_text,
+            earliest_negativity,
+            &account,
+            health.as_ref(),
+        );
         let human = triage::human_request(&policy, &text, &classification);
 
         // Conversation rules that escalate whatever the message says.
@@ -363,7 +377,27 @@ impl Support {
             ..Default::default()
         };
         let key = id.to_string();
-        self.db(move |store| store.record(&key, &[customer, ai], &change)).await?;
+        // The first message is the ticket: it also feeds spike detection.
+        let ticket =
+            earlier.is_empty().then(|| (account.id.clone(), customer.text.clone(), customer.embedding.clone()));
+        let alerting = self.alerting.clone();
+        self.db(move |store| {
+            store.record(&key, &[customer, ai], &change)?;
+            if let Some((account, text, Some(embedding))) = ticket {
+                let ticket = insights::alerts::Ticket {
+                    id: &key,
+                    account: account.as_deref(),
+                    text: &text,
+                    embedding: &embedding,
+                    at_ms: storage::now_ms(),
+                };
+                if let Err(err) = alerting.observe(store, &ticket) {
+                    tracing::warn!(conversation = %key, "anomaly detection skipped this ticket: {err:#}");
+                }
+            }
+            Ok(())
+        })
+        .await?;
         if handoff {
             tracing::info!(conversation = id, tier = decision.tier.as_str(), queue = %decision.queue, "handed off");
         }
@@ -382,7 +416,8 @@ impl Support {
         let classified = models.classifier.classify_with_embeddings(texts.clone(), 20).await?;
         let mut results = Vec::with_capacity(tickets.len());
         for ((ticket, text), (classification, _)) in tickets.iter().zip(&texts).zip(classified) {
-            let signals = signals::score(&policy, text, &classification, text, None, &ticket.account);
+            let health = self.account_health_for(&policy, &ticket.account).await;
+            let signals = signals::score(&policy, text, &classification, text, None, &ticket.account, health.as_ref());
             let human: Vec<Reason> = triage::human_request(&policy, text, &classification).into_iter().collect();
             let answer = match models.kb {
                 Some(kb) => Some(kb.answer_in_context(text, &[]).await.map_err(SupportError::from_kb)?),
@@ -429,9 +464,9 @@ impl Support {
         agent: Option<String>,
         csat: Option<u8>,
         outcome: Outcome,
-    ) -> Result<ConversationRow, SupportError> {
+    ) -> Result<(ConversationRow, Option<Article>), SupportError> {
         let _turn = self.locks.for_id(id).lock().await;
-        let (conversation, _) = self.load(id).await?;
+        let (conversation, messages) = self.load(id).await?;
         if conversation.status == Status::Resolved {
             return Err(SupportError::Conflict(format!("conversation `{id}` is already resolved")));
         }
@@ -446,19 +481,24 @@ impl Support {
             (ResolvedBy::Human, Some(agent)) => format!("human:{agent}"),
             (ResolvedBy::Human, None) => "human".to_string(),
         };
+        let feedback = topic_feedback(&messages, by, &outcome).into_iter().collect();
+        let article = outcome.approved_answer.as_deref().and_then(|answer| approved_article(id, &messages, answer));
         let outcome = serde_json::to_value(&outcome).map_err(anyhow::Error::from)?;
         let change = Change {
             status: Some(Status::Resolved),
             resolved: Some((who, csat)),
             outcome: Some(outcome),
+            feedback,
             ..Default::default()
         };
         let key = id.to_string();
-        self.db(move |store| {
-            store.record(&key, &[], &change)?;
-            store.conversation(&key)?.ok_or_else(|| anyhow::anyhow!("conversation vanished"))
-        })
-        .await
+        let row = self
+            .db(move |store| {
+                store.record(&key, &[], &change)?;
+                store.conversation(&key)?.ok_or_else(|| anyhow::anyhow!("conversation vanished"))
+            })
+            .await?;
+        Ok((row, article))
     }
 
     /// Handoffs waiting in `queue`, oldest first.
@@ -508,6 +548,59 @@ impl Support {
     pub async fn calibration(&self, window: metrics::Window) -> Result<calibration::CalibrationReport, SupportError> {
         let policy = self.policy();
         self.db(move |store| calibration::load_and_calibrate(store, &policy, window)).await
+    }
+
+    /// Rebuilds spike detection from the stored tickets of its horizon (after a restart).
+    pub async fn replay_tickets(&self) -> Result<usize, SupportError> {
+        let alerting = self.alerting.clone();
+        self.db(move |store| alerting.replay(store)).await
+    }
+
+    /// Stored anomaly alerts, newest first.
+    pub async fn alerts(&self, active_only: bool, limit: usize) -> Result<Vec<serde_json::Value>, SupportError> {
+        self.db(move |store| store.alerts(active_only, limit)).await
+    }
+
+    /// Labeled examples learned from resolutions.
+    pub async fn feedback(&self, filter: storage::FeedbackFilter) -> Result<Vec<storage::FeedbackRow>, SupportError> {
+        self.db(move |store| store.feedback(&filter)).await
+    }
+
+    /// Accepts or rejects a feedback example, optionally relabelling it.
+    pub async fn review_feedback(
+        &self,
+        id: i64,
+        status: storage::FeedbackStatus,
+        label: Option<String>,
+    ) -> Result<(), SupportError> {
+        let found = self.db(move |store| store.review_feedback(id, status, label.as_deref())).await?;
+        if !found {
+            return Err(SupportError::NotFound(format!("no feedback example with id {id}")));
+        }
+        Ok(())
+    }
+
+    /// Health of every account seen in the last `accounts.health.lookback_days`, worst first.
+    pub async fn account_health(&self) -> Result<Vec<AccountHealth>, SupportError> {
+        let rules = self.policy().accounts.health.clone();
+        let mut health = self.db(move |store| health::load(store, &rules, None)).await?;
+        health.sort_by(|a, b| a.score.total_cmp(&b.score).then_with(|| a.account.cmp(&b.account)));
+        Ok(health)
+    }
+
+    /// This account's health when the policy treats at-risk accounts as high-stakes. A failure
+    /// to read it is logged and triage goes on without it.
+    async fn account_health_for(&self, policy: &Policy, account: &AccountContext) -> Option<AccountHealth> {
+        let id = account.id.clone().filter(|_| policy.accounts.at_risk_is_high_value)?;
+        let rules = policy.accounts.health.clone();
+        let assessed = self.db(move |store| Ok(health::load(store, &rules, Some(&id))?.pop())).await;
+        match assessed {
+            Ok(health) => health,
+            Err(err) => {
+                tracing::warn!(%err, "account health not read; triage goes on without it");
+                None
+            }
+        }
     }
 
     /// Hands every conversation still with the AI past the time limit to a person. Returns how many.
@@ -575,6 +668,40 @@ fn person_owns(conversation: &ConversationRow, policy: &Policy, reason: Reason) 
         reasons: vec![reason],
         signals: Vec::new(),
     }
+}
+
+/// The labeled example a resolution teaches: the conversation's first customer message (the
+/// ticket) under the corrected topic, or under the predicted one that the resolution confirmed.
+fn topic_feedback(messages: &[MessageRow], by: ResolvedBy, outcome: &Outcome) -> Option<NewFeedback> {
+    let ticket = messages.iter().find(|m| m.role == "customer")?;
+    let predicted = ticket.decision.as_ref().and_then(|d| d.get("topic")).and_then(|t| t.as_str()).map(String::from);
+    let (label, kind) = match (&outcome.corrected_topic, by) {
+        (Some(corrected), _) => (corrected.clone(), "corrected"),
+        (None, ResolvedBy::Human) => (predicted.clone()?, "confirmed"),
+        (None, ResolvedBy::Ai) => (predicted.clone()?, "ai_resolved"),
+    };
+    Some(NewFeedback { head: "topic".into(), text: ticket.text.clone(), label, predicted, kind })
+}
+
+/// An agent's approved answer as an internal knowledge-base article (agents see it at once; a
+/// person publishes it to customers by setting `audience` to `public`). Titled by the ticket.
+fn approved_article(conversation_id: &str, messages: &[MessageRow], answer: &str) -> Option<Article> {
+    let ticket = messages.iter().find(|m| m.role == "customer")?;
+    let mut title: String = ticket.text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if title.chars().count() > 120 {
+        title = title.chars().take(117).collect::<String>() + "...";
+    }
+    let topic = ticket.decision.as_ref().and_then(|d| d.get("topic")).and_then(|t| t.as_str());
+    Some(Article {
+        id: format!("approved-{}", conversation_id.trim_start_matches("conv_")),
+        title,
+        url: None,
+        tags: std::iter::once("approved-answer").chain(topic).map(String::from).collect(),
+        product: None,
+        audience: Audience::Internal,
+        updated: None,
+        body: answer.to_string(),
+    })
 }
 
 fn customer_record(

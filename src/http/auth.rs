@@ -21,7 +21,15 @@ fn accepted_scopes(method: &Method, route: &str) -> Option<&'static [Scope]> {
         ("/v1/kb/articles" | "/v1/kb/articles/{id}", _) => &[Admin],
         ("/v1/conversations" | "/v1/conversations/{id}/messages", _) => &[Helpdesk],
         (
-            "/v1/conversations/{id}/agent-messages" | "/v1/queues/{queue}" | "/v1/metrics/support" | "/v1/calibration",
+            "/v1/conversations/{id}/agent-messages"
+            | "/v1/queues/{queue}"
+            | "/v1/metrics/support"
+            | "/v1/calibration"
+            | "/v1/alerts"
+            | "/v1/accounts/at-risk"
+            | "/v1/feedback"
+            | "/v1/feedback/export"
+            | "/v1/feedback/{id}",
             _,
         ) => &[Agent],
         ("/v1/conversations/{id}" | "/v1/conversations/{id}/resolve" | "/v1/conversations/{id}/handoff", _) => {

@@ -167,6 +167,8 @@ struct Shared {
     limits: BatchLimits,
     info: EncoderInfo,
     tokenizer: Tokenizer,
+    /// Where the encoder runs: heads loaded later must live there too.
+    device: candle_core::Device,
     heads: RwLock<HeadSet>,
     metrics: EngineMetrics,
 }
@@ -214,6 +216,7 @@ impl Engine {
             limits,
             info: encoder.info().clone(),
             tokenizer: encoder.tokenizer().clone(),
+            device: encoder.device().clone(),
             heads: RwLock::new(heads),
             metrics,
         });
@@ -226,6 +229,10 @@ impl Engine {
 
     pub fn info(&self) -> &EncoderInfo {
         &self.shared.info
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        &self.shared.device
     }
 
     pub fn limits(&self) -> &BatchLimits {

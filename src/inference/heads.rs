@@ -219,6 +219,17 @@ pub fn load_heads(
     encoder: &EncoderRef,
     device: &candle_core::Device,
 ) -> anyhow::Result<Vec<Arc<ClassifierHead>>> {
+    load_heads_with_versions(dir, names, None, encoder, device)
+}
+
+/// As `load_heads`, serving each head's promoted version from `versions` when it has one.
+pub fn load_heads_with_versions(
+    dir: &std::path::Path,
+    names: &[String],
+    versions: Option<&super::head_versions::HeadVersions>,
+    encoder: &EncoderRef,
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<Arc<ClassifierHead>>> {
     use anyhow::Context;
     let mut folders: Vec<std::path::PathBuf> = if names.is_empty() {
         if !dir.is_dir() {
@@ -234,5 +245,13 @@ pub fn load_heads(
         names.iter().map(|name| dir.join(name)).collect()
     };
     folders.sort();
-    folders.iter().map(|folder| ClassifierHead::load(folder, encoder, device).map(Arc::new)).collect()
+    folders
+        .iter()
+        .map(|folder| {
+            let promoted = versions
+                .zip(folder.file_name().and_then(|n| n.to_str()))
+                .and_then(|(versions, name)| versions.current_dir(name));
+            ClassifierHead::load(promoted.as_deref().unwrap_or(folder), encoder, device).map(Arc::new)
+        })
+        .collect()
 }

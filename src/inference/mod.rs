@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod device;
 pub mod encoder;
 pub mod engine;
+pub mod head_versions;
 pub mod heads;
 pub mod kernels;
 pub mod manifest;

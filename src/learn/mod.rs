@@ -4,6 +4,7 @@
 pub mod dataset;
 pub mod embed_cache;
 pub mod eval;
+pub mod feedback;
 pub mod metrics;
 pub mod plot;
 pub mod recipe;

@@ -56,6 +56,29 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE conversations ADD COLUMN outcome TEXT;
     ALTER TABLE conversations ADD COLUMN reopened_count INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX conversations_created ON conversations(created_at);",
+    // 3: labeled examples from resolutions, anomaly alerts, conversations by account.
+    "CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        created_at INTEGER NOT NULL,
+        conversation_id TEXT REFERENCES conversations(id),
+        head TEXT NOT NULL,
+        text TEXT NOT NULL,
+        label TEXT NOT NULL,
+        predicted TEXT,
+        kind TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        reviewed_at INTEGER
+    );
+    CREATE INDEX feedback_by_head ON feedback(head, status, id);
+    CREATE TABLE alerts (
+        id TEXT PRIMARY KEY,
+        raised_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        active INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    ALTER TABLE conversations ADD COLUMN account_id TEXT GENERATED ALWAYS AS (json_extract(account, '$.id')) VIRTUAL;
+    CREATE INDEX conversations_by_account ON conversations(account_id, created_at);",
 ];
 
 /// Where a conversation is.
@@ -156,6 +179,83 @@ pub struct Change {
     pub reopened: bool,
     /// With `escalated`: restart the escalation clock (a reopened conversation waits anew).
     pub restart_escalation: bool,
+    /// Labeled examples learned from this change (a resolution).
+    pub feedback: Vec<NewFeedback>,
+}
+
+/// A labeled example learned from a resolution.
+#[derive(Debug, Clone)]
+pub struct NewFeedback {
+    pub head: String,
+    pub text: String,
+    pub label: String,
+    pub predicted: Option<String>,
+    /// `corrected` (a person fixed the label), `confirmed` (a person resolved it under the
+    /// predicted label) or `ai_resolved` (the customer accepted the AI's answer).
+    pub kind: &'static str,
+}
+
+/// Review state of a feedback example.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedbackStatus {
+    /// Not reviewed yet; used for training unless a review is required.
+    Pending,
+    Accepted,
+    /// Never used for training.
+    Rejected,
+}
+
+impl FeedbackStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedbackStatus::Pending => "pending",
+            FeedbackStatus::Accepted => "accepted",
+            FeedbackStatus::Rejected => "rejected",
+        }
+    }
+
+    fn parse(text: &str) -> rusqlite::Result<Self> {
+        Ok(match text {
+            "pending" => FeedbackStatus::Pending,
+            "accepted" => FeedbackStatus::Accepted,
+            "rejected" => FeedbackStatus::Rejected,
+            other => return Err(rusqlite::Error::InvalidColumnType(0, other.to_string(), rusqlite::types::Type::Text)),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FeedbackRow {
+    pub id: i64,
+    pub created_at: i64,
+    pub conversation_id: Option<String>,
+    pub head: String,
+    pub text: String,
+    pub label: String,
+    pub predicted: Option<String>,
+    pub kind: String,
+    pub status: FeedbackStatus,
+    pub reviewed_at: Option<i64>,
+}
+
+/// Which feedback examples to read.
+#[derive(Debug, Clone, Default)]
+pub struct FeedbackFilter {
+    pub head: Option<String>,
+    pub statuses: Vec<FeedbackStatus>,
+    /// Only ids greater than this (paging).
+    pub after_id: i64,
+    pub limit: usize,
+}
+
+/// A conversation's account and customer-message history, for account health.
+#[derive(Debug, Clone)]
+pub struct AccountConversation {
+    pub account_id: String,
+    pub conversation: ConversationRow,
+    /// `(created_at, decision)` of each customer message, oldest first.
+    pub customer_messages: Vec<(i64, Option<serde_json::Value>)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -254,8 +354,7 @@ impl Store {
                 text: row.get(3)?,
                 created_at: row.get(4)?,
                 decision: decision.and_then(|d| serde_json::from_str(&d).ok()),
-                embedding: embedding
-                    .map(|bytes| bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+                embedding: embedding.map(|bytes| decode_embedding(&bytes)),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -330,8 +429,131 @@ impl Store {
                 [conversation],
             )?;
         }
+        for example in &change.feedback {
+            tx.execute(
+                "INSERT INTO feedback (created_at, conversation_id, head, text, label, predicted, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![now, conversation, example.head, example.text, example.label, example.predicted, example.kind],
+            )?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Feedback examples matching `filter`, oldest first.
+    pub fn feedback(&self, filter: &FeedbackFilter) -> anyhow::Result<Vec<FeedbackRow>> {
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT id, created_at, conversation_id, head, text, label, predicted, kind, status, reviewed_at FROM feedback
+             WHERE id > ?1 AND (?2 IS NULL OR head = ?2) AND (?3 = '' OR instr(?3, ',' || status || ',') > 0)
+             ORDER BY id LIMIT ?4",
+        )?;
+        let status_list = if statuses.is_empty() { String::new() } else { format!(",{},", statuses.join(",")) };
+        let limit = if filter.limit == 0 { i64::MAX } else { filter.limit as i64 };
+        let rows = statement.query_map(params![filter.after_id, filter.head, status_list, limit], |row| {
+            let status: String = row.get(8)?;
+            Ok(FeedbackRow {
+                id: row.get(0)?,
+                created_at: row.get(1)?,
+                conversation_id: row.get(2)?,
+                head: row.get(3)?,
+                text: row.get(4)?,
+                label: row.get(5)?,
+                predicted: row.get(6)?,
+                kind: row.get(7)?,
+                status: FeedbackStatus::parse(&status)?,
+                reviewed_at: row.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records a review (and optionally a relabel). `false` when there is no such example.
+    pub fn review_feedback(&self, id: i64, status: FeedbackStatus, label: Option<&str>) -> anyhow::Result<bool> {
+        let changed = self.db().execute(
+            "UPDATE feedback SET status = ?2, label = COALESCE(?3, label), reviewed_at = ?4 WHERE id = ?1",
+            params![id, status.as_str(), label, now_ms()],
+        )?;
+        Ok(changed > 0)
+    }
+
+    /// Conversations of identified accounts created since `since` (ms), optionally of one account,
+    /// with their customer messages' decisions (no embeddings).
+    pub fn account_conversations(&self, since: i64, account: Option<&str>) -> anyhow::Result<Vec<AccountConversation>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(&format!(
+            "SELECT {CONVERSATION_COLUMNS}, account_id FROM conversations
+             WHERE account_id IS NOT NULL AND created_at >= ?1 AND (?2 IS NULL OR account_id = ?2)
+             ORDER BY created_at"
+        ))?;
+        let rows = statement.query_map(params![since, account], |row| {
+            let account_id: String = row.get(17)?;
+            Ok((account_id, conversation_row(row)?))
+        })?;
+        let rows: Vec<(String, ConversationRow)> = rows.collect::<Result<_, _>>()?;
+        let mut messages = db.prepare_cached(
+            "SELECT created_at, decision FROM messages WHERE conversation_id = ?1 AND role = 'customer' ORDER BY id",
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (account_id, conversation) in rows {
+            let history = messages.query_map([&conversation.id], |row| {
+                let decision: Option<String> = row.get(1)?;
+                Ok((row.get(0)?, decision.and_then(|d| serde_json::from_str(&d).ok())))
+            })?;
+            let customer_messages = history.collect::<Result<_, _>>()?;
+            out.push(AccountConversation { account_id, conversation, customer_messages });
+        }
+        Ok(out)
+    }
+
+    /// First customer message of each conversation created since `since` (ms), oldest first:
+    /// `(conversation id, account id, text, created_at, embedding)`. Replays tickets into the
+    /// anomaly detector after a restart.
+    pub fn tickets_since(&self, since: i64) -> anyhow::Result<Vec<StoredTicket>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT c.id, c.account_id, m.text, m.created_at, m.embedding FROM conversations c
+             JOIN messages m ON m.id = (SELECT MIN(id) FROM messages WHERE conversation_id = c.id AND role = 'customer')
+             WHERE c.created_at >= ?1 ORDER BY m.created_at",
+        )?;
+        let rows = statement.query_map([since], |row| {
+            let embedding: Option<Vec<u8>> = row.get(4)?;
+            Ok(StoredTicket {
+                conversation_id: row.get(0)?,
+                account_id: row.get(1)?,
+                text: row.get(2)?,
+                created_at: row.get(3)?,
+                embedding: embedding.map(|bytes| decode_embedding(&bytes)).unwrap_or_default(),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Stores an alert (inserted or replaced by id).
+    pub fn save_alert(
+        &self,
+        id: &str,
+        raised_at: i64,
+        updated_at: i64,
+        active: bool,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<()> {
+        self.db().execute(
+            "INSERT INTO alerts (id, raised_at, updated_at, active, body) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET updated_at = excluded.updated_at, active = excluded.active, body = excluded.body",
+            params![id, raised_at, updated_at, active, body.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Stored alerts, newest first.
+    pub fn alerts(&self, active_only: bool, limit: usize) -> anyhow::Result<Vec<serde_json::Value>> {
+        let db = self.db();
+        let mut statement = db.prepare_cached(
+            "SELECT body FROM alerts WHERE (?1 = 0 OR active = 1) ORDER BY raised_at DESC, id LIMIT ?2",
+        )?;
+        let rows = statement.query_map(params![active_only, limit as i64], |row| row.get::<_, String>(0))?;
+        rows.map(|body| Ok(serde_json::from_str(&body?)?)).collect()
     }
 
     /// Conversations created in `[from, to)` (ms), oldest first.
@@ -406,6 +628,20 @@ impl Store {
         )?;
         Ok(changed > 0)
     }
+}
+
+/// A conversation's first customer message, as stored.
+#[derive(Debug, Clone)]
+pub struct StoredTicket {
+    pub conversation_id: String,
+    pub account_id: Option<String>,
+    pub text: String,
+    pub created_at: i64,
+    pub embedding: Vec<f32>,
+}
+
+fn decode_embedding(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }
 
 const CONVERSATION_COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \

@@ -175,6 +175,16 @@ pub struct AccountRules {
     pub contract_value_at_least: f64,
     /// Whether `account.churn_risk: true` makes an account high-stakes.
     pub churn_risk_is_high_value: bool,
+    /// Whether an account whose health score says it is at risk is high-stakes.
+    #[serde(default = "enabled")]
+    pub at_risk_is_high_value: bool,
+    /// How account health is scored (`[accounts.health]`).
+    #[serde(default)]
+    pub health: crate::insights::health::HealthRules,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Policy {
@@ -222,6 +232,7 @@ impl Policy {
         for (name, rule) in [("billing", &s.billing), ("security", &s.security), ("legal", &s.legal)] {
             probability(&format!("signals.{name}.keyword_score"), rule.keyword_score)?;
         }
+        self.accounts.health.validate()?;
         if s.complex.systems_for_full_score == 0 {
             bail!("`signals.complex.systems_for_full_score` must be greater than 0");
         }

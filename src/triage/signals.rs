@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{Policy, SignalKind, TopicSignalRule};
 use crate::classify::TextClassification;
+use crate::insights::health::AccountHealth;
 
 /// Account context a caller may send with a ticket or conversation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -68,6 +69,7 @@ pub fn score(
     conversation_text: &str,
     earliest_negativity: Option<f32>,
     account: &AccountContext,
+    health: Option<&AccountHealth>,
 ) -> Vec<Signal> {
     let text = normalise(message);
     let negative = negativity(classification);
@@ -131,6 +133,10 @@ pub fn score(
     }
     if let Some(value) = account.contract_value.filter(|v| *v >= rules_accounts.contract_value_at_least) {
         reasons.push(format!("contract value {value:.0}"));
+    }
+    if let Some(health) = health.filter(|h| h.at_risk && rules_accounts.at_risk_is_high_value) {
+        let why = health.reasons.first().map(|r| format!(": {r}")).unwrap_or_default();
+        reasons.push(format!("account at risk (health {:.0}/100{why})", health.score));
     }
     let score = if reasons.is_empty() { 0.0 } else { 1.0 };
     signals.push(Signal {

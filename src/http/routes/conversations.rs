@@ -13,6 +13,7 @@ use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
+use crate::kb::Article;
 use crate::storage::ConversationRow;
 use crate::triage::AccountContext;
 
@@ -142,12 +143,12 @@ pub struct Resolve {
 }
 
 /// Closes a conversation: resolved by the AI or a human, optional CSAT (1-5).
-#[utoipa::path(post, path = "/v1/conversations/{id}/resolve", tag = "conversations", params(("id" = String, Path)), request_body = Resolve, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/conversations/{id}/resolve", tag = "conversations", params(("id" = String, Path)), request_body = Resolve, responses((status = 200, body = Resolved), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resolve(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Resolve>,
-) -> Result<Json<ConversationRow>, ApiError> {
+) -> Result<Json<Resolved>, ApiError> {
     if request.csat.is_some_and(|c| !(1..=5).contains(&c)) {
         return Err(ApiError::invalid("csat", "`csat` must be between 1 and 5"));
     }
@@ -173,8 +174,41 @@ pub async fn resolve(
         corrected_queue: request.corrected_queue,
         approved_answer: request.approved_answer,
     };
-    let row = state.support().resolve(&id, request.resolved_by, request.agent, request.csat, outcome).await?;
-    Ok(Json(row))
+    let (conversation, article) =
+        state.support().resolve(&id, request.resolved_by, request.agent, request.csat, outcome).await?;
+    let knowledge_base_article = match (article, state.kb()) {
+        (Some(article), Some(_)) => add_approved_article(&state, article).await,
+        _ => None,
+    };
+    Ok(Json(Resolved { conversation, knowledge_base_article }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Resolved {
+    #[serde(flatten)]
+    pub conversation: ConversationRow,
+    /// The internal article made from `approved_answer` (publish it by setting its audience to public).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub knowledge_base_article: Option<String>,
+}
+
+/// Adds the approved answer to the knowledge base. The resolution is already stored, so a failure
+/// here is logged rather than undoing it.
+async fn add_approved_article(state: &AppState, article: Article) -> Option<String> {
+    let id = article.id.clone();
+    let task_state = state.clone();
+    let added = tokio::task::spawn_blocking(move || task_state.kb().map(|kb| kb.upsert(article))).await;
+    match added {
+        Ok(Some(Ok(_))) => {
+            tracing::info!(article = %id, "approved answer added to the knowledge base (internal)");
+            Some(id)
+        }
+        Ok(Some(Err(err))) => {
+            tracing::warn!(article = %id, "approved answer not added to the knowledge base: {err:#}");
+            None
+        }
+        Ok(None) | Err(_) => None,
+    }
 }
 
 /// The conversation with its transcript and the decision made on each customer message.

@@ -2,6 +2,7 @@ pub mod classify;
 pub mod conversations;
 pub mod embed;
 pub mod health;
+pub mod insights;
 pub mod kb;
 pub mod kb_articles;
 pub mod models;
