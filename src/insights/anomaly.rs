@@ -72,7 +72,7 @@ impl Default for AnomalyConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            similarity: 0.72,
+            similarity: 0.6,
             bucket_secs: 300,
             window_secs: 3600,
             baseline_secs: 86_400,

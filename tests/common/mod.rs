@@ -28,6 +28,9 @@ pub fn config() -> Config {
     config.support.database =
         std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()));
     config.support.policy = root().join("models/policy.toml");
+    // ... and its own promoted head versions, so no test serves another's.
+    config.models.head_versions =
+        std::env::temp_dir().join(format!("tierline-test-heads-{}-{}", std::process::id(), unique()));
     config
 }
 
