@@ -160,7 +160,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
         "scores": candidate_scores,
         "evaluations": evaluations.iter().map(super::train::summary).collect::<Vec<_>>(),
     });
-    let (staged, dir) = versions.stage(head)?;
+    let (staged, dir) = versions.stage(head, number)?;
     anyhow::ensure!(staged == number, "version v{number} was taken meanwhile; run again");
     candle_core::safetensors::save(&outcome.tensors, dir.join(ClassifierHead::WEIGHTS_FILE))?;
     std::fs::write(dir.join(ClassifierHead::CARD_FILE), serde_json::to_string_pretty(&candidate_card)? + "\n")?;

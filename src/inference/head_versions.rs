@@ -55,9 +55,10 @@ impl HeadVersions {
             .unwrap_or_default()
     }
 
-    /// A fresh, empty folder for the next version of `head`: `(number, folder)`.
-    pub fn stage(&self, head: &str) -> anyhow::Result<(u32, PathBuf)> {
-        let number = self.versions(head).last().map_or(1, |v| v + 1);
+    /// A fresh, empty folder for the next version of `head`, numbered at least `at_least` (a
+    /// version above the shipped head's): `(number, folder)`.
+    pub fn stage(&self, head: &str, at_least: u32) -> anyhow::Result<(u32, PathBuf)> {
+        let number = self.versions(head).last().map_or(1, |v| v + 1).max(at_least);
         let dir = self.root.join(head).join(format!("v{number}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok((number, dir))
@@ -119,16 +120,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let versions = HeadVersions::new(dir.path());
         assert_eq!(versions.current("topic"), None);
-        let (first, _) = versions.stage("topic").unwrap();
-        let (second, _) = versions.stage("topic").unwrap();
-        assert_eq!((first, second), (1, 2));
-        versions.promote("topic", "v1").unwrap();
-        let before = versions.fingerprint();
+        let (first, _) = versions.stage("topic", 2).unwrap();
+        let (second, _) = versions.stage("topic", 1).unwrap();
+        assert_eq!((first, second), (2, 3));
         versions.promote("topic", "v2").unwrap();
+        let before = versions.fingerprint();
+        versions.promote("topic", "v3").unwrap();
         assert_ne!(versions.fingerprint(), before);
-        assert_eq!(versions.current("topic").as_deref(), Some("v2"));
-        assert_eq!(versions.rollback("topic").unwrap().as_deref(), Some("v1"));
-        assert_eq!(versions.current_dir("topic"), Some(dir.path().join("topic/v1")));
+        assert_eq!(versions.current("topic").as_deref(), Some("v3"));
+        assert_eq!(versions.rollback("topic").unwrap().as_deref(), Some("v2"));
+        assert_eq!(versions.current_dir("topic"), Some(dir.path().join("topic/v2")));
         assert_eq!(versions.rollback("topic").unwrap(), None);
         assert_eq!(versions.current("topic"), None);
         assert!(versions.rollback("topic").is_err());
