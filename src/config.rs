@@ -283,8 +283,11 @@ impl Config {
         if !webhook.is_empty() && !webhook.starts_with("http://") {
             bail!("`support.alert_webhook_url` must be an http:// URL (got `{webhook}`); TLS is left to a local relay");
         }
-        if self.support.alert_webhook_attempts == 0 || self.models.head_poll_secs == 0 {
-            bail!("`support.alert_webhook_attempts` and `models.head_poll_secs` must be greater than 0");
+        if self.support.alert_webhook_attempts == 0 {
+            bail!("`support.alert_webhook_attempts` must be greater than 0");
+        }
+        if self.models.head_poll_secs == 0 {
+            bail!("`models.head_poll_secs` must be greater than 0");
         }
         crate::inference::DeviceRequest::parse(&self.engine.device)
             .map_err(|err| anyhow::anyhow!("`engine.device`: {err}"))?;

@@ -111,7 +111,7 @@ fn replay_tickets(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         match support.replay_tickets().await {
             Ok(tickets) => tracing::info!(tickets, "anomaly detection rebuilt from stored tickets"),
-            Err(err) => tracing::warn!("anomaly detection starts empty: {err}"),
+            Err(err) => tracing::warn!(error = %err, "anomaly detection starts empty"),
         }
     })
 }
@@ -136,7 +136,9 @@ fn watch_head_versions(state: AppState, config: Config) -> tokio::task::JoinHand
             let reloaded = tokio::task::spawn_blocking(move || classifier.reload_heads(&reload_config)).await;
             match reloaded {
                 Ok(Ok(())) => {}
-                Ok(Err(err)) => tracing::error!("promoted head not served, keeping the current heads: {err:#}"),
+                Ok(Err(err)) => {
+                    tracing::error!(error = format!("{err:#}"), "promoted head not served, keeping the current heads")
+                }
                 Err(err) => tracing::error!(%err, "head reload task failed"),
             }
             // A broken version is reported once, not every poll; the next promotion is tried anew.

@@ -235,6 +235,9 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     let (ok, log) = tierline(&config_path, &["train", "--from-feedback", "topic", "--file", base.to_str().unwrap()]);
     assert!(!ok && log.contains("not promoted"), "{log}");
     println!("{}", log.lines().filter(|l| !l.contains("INFO")).collect::<Vec<_>>().join("\n"));
+    let refused = dir.path().join(format!("versions/topic/v{}", version + 2));
+    assert!(!refused.exists(), "a refused version is not even stored");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(routed(&server, &held_out, "refund").await.1, version + 1, "a refused version is never served");
 
     // Rollback is one command; the server follows.

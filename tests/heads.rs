@@ -115,26 +115,7 @@ fn write_tiny_checkpoint(dir: &std::path::Path, problem_type: Option<&str>) {
     candle_nn::linear(8, 3, vb.pp("classifier")).unwrap();
     varmap.save(dir.join("model.safetensors")).unwrap();
 
-    use tokenizers::models::wordpiece::WordPiece;
-    let words = [
-        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "my", "order", "is", "late", "thank", "you", "the", "app", "crash", "##es",
-        "!", "?",
-    ];
-    std::fs::write(dir.join("vocab.txt"), words.join("\n")).unwrap();
-    let model =
-        WordPiece::from_file(dir.join("vocab.txt").to_str().unwrap()).unk_token("[UNK]".into()).build().unwrap();
-    let mut tokenizer = tokenizers::Tokenizer::new(model);
-    tokenizer.with_normalizer(Some(tokenizers::normalizers::bert::BertNormalizer::default())).unwrap();
-    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::bert::BertPreTokenizer));
-    tokenizer.with_post_processor(Some(
-        tokenizers::processors::template::TemplateProcessing::builder()
-            .try_single("[CLS] $A [SEP]")
-            .unwrap()
-            .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
-            .build()
-            .unwrap(),
-    ));
-    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+    common::write_tiny_tokenizer(dir);
 }
 
 fn resolved(dir: &std::path::Path) -> ResolvedModel {

@@ -71,6 +71,7 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
     config.anomaly.min_count = 10;
     config.support.alert_webhook_url = url;
     config.support.alert_webhook_attempts = 3;
+    let restart_config = config.clone();
     let server = TestServer::start(config).await;
 
     // Ordinary traffic, then a spike about one failing feature from many accounts.
@@ -110,6 +111,7 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
         .to_lowercase()
         .contains("csv")));
     // The webhook failed once and got the alert on a retry.
+    let first_alert_id = alert["id"].clone();
     let sent = tokio::task::spawn_blocking(move || delivered.recv_timeout(Duration::from_secs(20)))
         .await
         .unwrap()
@@ -175,5 +177,24 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
     assert!(!jsonl.contains("gift card"), "rejected examples are not exported: {jsonl}");
     assert!(jsonl.lines().all(|l| serde_json::from_str::<Value>(l).is_ok()), "{jsonl}");
 
+    server.stop().await;
+
+    // After a restart the detector is rebuilt from the stored tickets: the spike, still in its
+    // window, is active once (the old row closed, not duplicated).
+    let server = TestServer::start(restart_config).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let active = loop {
+        let (_, alerts) = server.send(Method::GET, "/v1/alerts?active=true", None).await;
+        let active = alerts["alerts"].as_array().unwrap().clone();
+        if !active.is_empty() || std::time::Instant::now() > deadline {
+            break active;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(active.len(), 1, "{active:?}");
+    assert_ne!(active[0]["id"], first_alert_id);
+    let (_, all) = server.send(Method::GET, "/v1/alerts", None).await;
+    let closed = all["alerts"].as_array().unwrap().iter().find(|a| a["id"] == first_alert_id).unwrap().clone();
+    assert_eq!(closed["active"], false, "{closed}");
     server.stop().await;
 }

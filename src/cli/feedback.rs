@@ -35,7 +35,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     eprintln!("served: {head} v{} from {}", card.version, served_dir.display());
 
     // The original data, labelled the way the served head labels.
-    let (mut recipe, recipe_dir, data_dir) = base_recipe(args, Some(head))?;
+    let (mut recipe, recipe_dir, data_dir) = base_recipe(args, Some((&config.models.heads_dir, head)))?;
     let mut base = Vec::new();
     for source in &recipe.sources {
         base.extend(recipe.examples(source, &recipe_dir, &data_dir)?);
@@ -57,7 +57,10 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     } else {
         vec![FeedbackStatus::Pending, FeedbackStatus::Accepted]
     };
-    let rows = store.feedback(&FeedbackFilter { head: Some(head.into()), statuses, after_id: 0, limit: 0 })?;
+    let mut rows = store.feedback(&FeedbackFilter { head: Some(head.into()), statuses, after_id: 0, limit: 0 })?;
+    // Unreviewed confirmations repeat the head's own prediction: learning from them would only
+    // entrench it. Corrections, and whatever a person accepted, are the signal.
+    rows.retain(|r| args.include_confirmed || r.kind == "corrected" || r.status == FeedbackStatus::Accepted);
     let feedback = feedback::examples(&rows, &card.labels);
     for (label, count) in &feedback.unknown_labels {
         eprintln!("{count} feedback examples labelled `{label}`, which head `{head}` does not have; left out");

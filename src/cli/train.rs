@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// With --from-feedback: only examples a person accepted (default: all not rejected).
     #[arg(long)]
     pub reviewed_only: bool,
+    /// With --from-feedback: also learn from unreviewed confirmations (resolutions that kept the
+    /// predicted topic); by default only corrections and accepted examples are used.
+    #[arg(long)]
+    pub include_confirmed: bool,
     /// With --from-feedback: compare and report, but write and promote nothing.
     #[arg(long)]
     pub no_promote: bool,
@@ -165,8 +169,8 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
 
 /// The recipe (with the folders its sources are read from): `--recipe`, `--file`, or for a
 /// head being retrained, its own `models/heads/<head>/recipe.toml`.
-pub fn base_recipe(args: &TrainArgs, head: Option<&str>) -> anyhow::Result<(Recipe, PathBuf, PathBuf)> {
-    let default_recipe = head.map(|h| PathBuf::from("models/heads").join(h).join("recipe.toml"));
+pub fn base_recipe(args: &TrainArgs, head: Option<(&Path, &str)>) -> anyhow::Result<(Recipe, PathBuf, PathBuf)> {
+    let default_recipe = head.map(|(heads_dir, name)| heads_dir.join(name).join("recipe.toml"));
     match (args.recipe.as_ref().or(default_recipe.as_ref().filter(|_| args.file.is_none())), &args.file) {
         (Some(path), _) => {
             let (recipe, dir) = Recipe::load(path)?;
@@ -177,7 +181,7 @@ pub fn base_recipe(args: &TrainArgs, head: Option<&str>) -> anyhow::Result<(Reci
             );
             Ok((recipe, dir, args.data.clone()))
         }
-        (None, Some(file)) => file_recipe(args, head, file),
+        (None, Some(file)) => file_recipe(args, head.map(|(_, name)| name), file),
         (None, None) => anyhow::bail!("give --recipe FILE, or --file FILE --name NAME"),
     }
 }

@@ -18,6 +18,7 @@ use crate::classify::{Classifier, TextClassification};
 use crate::inference::EngineError;
 use crate::insights;
 use crate::insights::alerts::Alerting;
+use crate::insights::anomaly::Alert;
 use crate::insights::health::{self, AccountHealth};
 use crate::kb::{Article, Audience, Citation, KnowledgeBase};
 use crate::storage::{self, Change, ConversationRow, MessageRow, NewFeedback, NewMessage, Status, Store};
@@ -392,7 +393,7 @@ impl Support {
                     at_ms: storage::now_ms(),
                 };
                 if let Err(err) = alerting.observe(store, &ticket) {
-                    tracing::warn!(conversation = %key, "anomaly detection skipped this ticket: {err:#}");
+                    tracing::warn!(conversation = %key, error = format!("{err:#}"), "anomaly detection skipped this ticket");
                 }
             }
             Ok(())
@@ -557,13 +558,27 @@ impl Support {
     }
 
     /// Stored anomaly alerts, newest first.
-    pub async fn alerts(&self, active_only: bool, limit: usize) -> Result<Vec<serde_json::Value>, SupportError> {
-        self.db(move |store| store.alerts(active_only, limit)).await
+    pub async fn alerts(&self, active_only: bool, limit: usize) -> Result<Vec<Alert>, SupportError> {
+        let stored = self.db(move |store| store.alerts(active_only, limit)).await?;
+        Ok(stored.into_iter().filter_map(|body| serde_json::from_value(body).ok()).collect())
     }
 
     /// Labeled examples learned from resolutions.
     pub async fn feedback(&self, filter: storage::FeedbackFilter) -> Result<Vec<storage::FeedbackRow>, SupportError> {
         self.db(move |store| store.feedback(&filter)).await
+    }
+
+    /// The examples as JSONL, serialised off the async workers.
+    pub async fn export_feedback(&self, filter: storage::FeedbackFilter) -> Result<String, SupportError> {
+        self.db(move |store| {
+            let mut text = String::new();
+            for row in store.feedback(&filter)? {
+                text.push_str(&serde_json::to_string(&row)?);
+                text.push('\n');
+            }
+            Ok(text)
+        })
+        .await
     }
 
     /// Accepts or rejects a feedback example, optionally relabelling it.
@@ -603,8 +618,13 @@ impl Support {
         }
     }
 
-    /// Hands every conversation still with the AI past the time limit to a person. Returns how many.
+    /// Hands every conversation still with the AI past the time limit to a person, and lets spike
+    /// detection see the time pass. Returns how many conversations were handed over.
     pub async fn sweep(&self) -> Result<usize, SupportError> {
+        let alerting = self.alerting.clone();
+        if let Err(err) = self.db(move |store| alerting.tick(store)).await {
+            tracing::warn!(error = %err, "anomaly alerts not advanced");
+        }
         let policy = self.policy();
         let limit = policy.conversation.time_limit_secs;
         let before = storage::now_ms() - (limit as i64) * 1000;

@@ -437,6 +437,8 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     shared.metrics.inference_seconds.observe(elapsed.as_secs_f64());
     let rate = texts as f64 / elapsed.as_secs_f64().max(1e-6);
     shared.texts_per_second.store(rate.to_bits(), Ordering::Relaxed);
+    // Capacity goes back before the callers hear: one that sees its answer also sees it released.
+    shared.release(texts);
     match outcome {
         Ok(Ok((embeddings, head_scores))) => {
             shared.metrics.texts_total.inc_by(texts as u64);
@@ -453,7 +455,6 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
             fail_batch(&batch, EngineError::Inference("the encoder panicked; see the server log".into()));
         }
     }
-    shared.release(texts);
     tracing::trace!(texts, tokens, elapsed_us = elapsed.as_micros() as u64, "batch done");
 }
 

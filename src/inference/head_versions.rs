@@ -80,7 +80,7 @@ impl HeadVersions {
         let dir = self.root.join(head);
         let mut history = self.history(head);
         anyhow::ensure!(history.pop().is_some(), "head `{head}` has no promoted version to roll back");
-        write_atomically(&dir.join(HISTORY_FILE), &history.iter().map(|v| format!("{v}\n")).collect::<String>())?;
+        // What is served changes first; the history follows.
         match history.last() {
             Some(previous) => write_atomically(&dir.join(CURRENT_FILE), &format!("{previous}\n"))?,
             None => {
@@ -88,6 +88,7 @@ impl HeadVersions {
                 std::fs::remove_file(&current).with_context(|| format!("cannot remove {}", current.display()))?;
             }
         }
+        write_atomically(&dir.join(HISTORY_FILE), &history.iter().map(|v| format!("{v}\n")).collect::<String>())?;
         Ok(history.last().cloned())
     }
 

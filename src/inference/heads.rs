@@ -248,10 +248,43 @@ pub fn load_heads_with_versions(
     folders
         .iter()
         .map(|folder| {
+            let shipped = ClassifierHead::load(folder, encoder, device)?;
             let promoted = versions
                 .zip(folder.file_name().and_then(|n| n.to_str()))
                 .and_then(|(versions, name)| versions.current_dir(name));
-            ClassifierHead::load(promoted.as_deref().unwrap_or(folder), encoder, device).map(Arc::new)
+            let Some(promoted) = promoted else { return Ok(Arc::new(shipped)) };
+            Ok(Arc::new(newer_promoted(shipped, &promoted, encoder, device)))
         })
         .collect()
+}
+
+/// The promoted version when it is newer than the shipped head and loads on this encoder; else
+/// the shipped head (a shipped head retrained since, or a new encoder, makes the promotion stale).
+fn newer_promoted(
+    shipped: ClassifierHead,
+    promoted: &std::path::Path,
+    encoder: &EncoderRef,
+    device: &candle_core::Device,
+) -> ClassifierHead {
+    match ClassifierHead::load(promoted, encoder, device) {
+        Ok(head) if head.card().version > shipped.card().version => head,
+        Ok(head) => {
+            tracing::warn!(
+                head = %shipped.card().name,
+                promoted = head.card().version,
+                shipped = shipped.card().version,
+                "the promoted version is older than the shipped head; serving the shipped head"
+            );
+            shipped
+        }
+        Err(err) => {
+            tracing::warn!(
+                head = %shipped.card().name,
+                dir = %promoted.display(),
+                error = format!("{err:#}"),
+                "the promoted version does not load; serving the shipped head"
+            );
+            shipped
+        }
+    }
 }

@@ -42,25 +42,32 @@ impl Alerting {
         self.detector.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Feeds the detector the stored tickets of its horizon (no alerts are re-sent). Blocking.
+    /// Rebuilds the detector from the stored tickets of its horizon. Alerts stored as active by
+    /// the previous run are closed first; a spike still under way is raised (and stored) again
+    /// by the replay, without calling the webhook a second time. Blocking.
     pub fn replay(&self, store: &Store) -> anyhow::Result<usize> {
         if !self.enabled() {
             return Ok(0);
         }
-        let horizon = {
-            let config = self.detector().config().clone();
-            (config.window_secs + config.baseline_secs) as i64 * 1000
-        };
-        let tickets = store.tickets_since(crate::storage::now_ms() - horizon)?;
         let mut detector = self.detector();
+        let config = detector.config().clone();
+        let horizon = (config.window_secs + config.baseline_secs) as i64 * 1000;
+        let tickets = store.tickets_since(crate::storage::now_ms() - horizon)?;
+        store.close_active_alerts()?;
         for ticket in &tickets {
-            detector.observe(&TicketEvent {
+            let (_, change) = detector.observe(&TicketEvent {
                 at_ms: ticket.created_at,
                 ticket_id: &ticket.conversation_id,
                 account: ticket.account_id.as_deref(),
                 text: &ticket.text,
                 embedding: &ticket.embedding,
             });
+            if let Some(change) = change {
+                save(store, &change)?;
+            }
+        }
+        for change in detector.tick(crate::storage::now_ms()) {
+            save(store, &change)?;
         }
         Ok(tickets.len())
     }
@@ -71,7 +78,9 @@ impl Alerting {
         if !self.enabled() {
             return Ok(());
         }
-        let (_, change) = self.detector().observe(&TicketEvent {
+        // The write happens under the detector's lock, so stored alerts change in the detector's order.
+        let mut detector = self.detector();
+        let (_, change) = detector.observe(&TicketEvent {
             at_ms: ticket.at_ms,
             ticket_id: ticket.id,
             account: ticket.account,
@@ -79,22 +88,35 @@ impl Alerting {
             embedding: ticket.embedding,
         });
         let Some(change) = change else { return Ok(()) };
-        let (alert, raised) = match change {
-            AlertChange::Raised(alert) => (alert, true),
-            AlertChange::Updated(alert) | AlertChange::Cleared(alert) => (alert, false),
-        };
-        store.save_alert(&alert.id, alert.raised_at, alert.updated_at, alert.active, &serde_json::to_value(&alert)?)?;
-        if raised {
+        save(store, &change)?;
+        drop(detector);
+        if let AlertChange::Raised(alert) = change {
             tracing::warn!(
                 alert = %alert.id,
                 count = alert.count,
                 baseline = alert.baseline,
                 accounts = alert.accounts.len(),
                 terms = %alert.terms.join(", "),
-                "anomaly: {}",
-                alert.summary
+                summary = %alert.summary,
+                "anomaly alert raised"
             );
             self.send(alert);
+        }
+        Ok(())
+    }
+
+    /// Advances the detector's clock to now, clearing alerts whose spike has ended even when no
+    /// ticket arrives. Blocking.
+    pub fn tick(&self, store: &Store) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let mut detector = self.detector();
+        for change in detector.tick(crate::storage::now_ms()) {
+            save(store, &change)?;
+            if let AlertChange::Cleared(alert) = change {
+                tracing::info!(alert = %alert.id, count = alert.count, "anomaly alert cleared");
+            }
         }
         Ok(())
     }
@@ -111,6 +133,11 @@ impl Alerting {
             }
         }
     }
+}
+
+fn save(store: &Store, change: &AlertChange) -> anyhow::Result<()> {
+    let (AlertChange::Raised(alert) | AlertChange::Updated(alert) | AlertChange::Cleared(alert)) = change;
+    store.save_alert(&alert.id, alert.raised_at, alert.updated_at, alert.active, &serde_json::to_value(alert)?)
 }
 
 /// One thread POSTs alerts in order, retrying with exponential backoff.
@@ -138,7 +165,7 @@ fn deliver(agent: &ureq::Agent, url: &str, alert: &Alert, attempts: u32) {
                 return;
             }
             Err(err) if attempt < attempts => {
-                tracing::warn!(alert = %alert.id, attempt, %err, "webhook failed; retrying in {backoff:?}");
+                tracing::warn!(alert = %alert.id, attempt, error = %err, backoff_secs = backoff.as_secs(), "webhook failed; retrying");
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(60));
             }

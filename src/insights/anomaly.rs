@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use tracing::debug;
 
 /// Recent tickets kept per cluster, for examples and terms.
+/// An active alert clears when its window count falls below this share of the firing threshold.
+const CLEAR_FRACTION: f32 = 0.5;
 const RECENT_TICKETS: usize = 50;
 /// Distinct terms with a global document frequency; new terms past this are not counted.
 const MAX_VOCABULARY: usize = 50_000;
@@ -479,11 +481,24 @@ impl Detector {
         let above = stats.count as f32 >= self.count_threshold(stats.baseline);
         match self.active_alert_position(self.clusters[index].id) {
             // Clearing looks at the count alone: fewer accounts mid-spike does not end it.
-            Some(position) if !above => Some(self.clear(position, stats.count)),
+            Some(position) if self.quiet(&stats) => Some(self.clear(position, stats.count)),
             Some(position) => self.refresh(index, position, stats),
             None if above && self.warmed_up() => self.raise(index, stats),
             None => None,
         }
+    }
+
+    /// Well below the firing threshold: a count hovering around it does not raise and clear
+    /// (and call the webhook) over and over.
+    fn quiet(&self, stats: &WindowStats) -> bool {
+        (stats.count as f32) < self.count_threshold(stats.baseline) * CLEAR_FRACTION
+    }
+
+    /// Moves the clock to `now_ms` without a ticket and clears every alert whose window went
+    /// quiet: an outage that stops generating tickets still ends.
+    pub fn tick(&mut self, now_ms: i64) -> Vec<AlertChange> {
+        self.now_ms = self.now_ms.max(now_ms);
+        std::iter::from_fn(|| self.clear_quiet_alert(0)).collect()
     }
 
     fn raise(&mut self, index: usize, stats: WindowStats) -> Option<AlertChange> {
@@ -568,7 +583,7 @@ impl Detector {
             }
             let cluster = self.clusters.iter().find(|cluster| cluster.id == alert.cluster)?;
             let stats = self.window_stats(cluster);
-            ((stats.count as f32) < self.count_threshold(stats.baseline)).then_some((position, stats.count))
+            self.quiet(&stats).then_some((position, stats.count))
         });
         let (position, count) = quiet?;
         Some(self.clear(position, count))
@@ -881,6 +896,21 @@ mod tests {
         assert!(cleared, "the spike's alert never cleared");
         let alerts = detector.alerts();
         assert!(!alerts.is_empty() && alerts.iter().all(|alert| !alert.active));
+    }
+
+    #[test]
+    fn an_alert_clears_on_a_clock_tick_when_no_ticket_follows() {
+        let mut rng = Rng(0x7e57_7e57_0001);
+        let centres = topic_centres(&mut rng, 1);
+        let config = AnomalyConfig { min_history_secs: 0, ..AnomalyConfig::default() };
+        let mut detector = Detector::new(config);
+        let outcome = feed(&mut detector, spike(&mut rng, &centres[0], 0.0, 100, 25));
+        assert!(!raised(&outcome).is_empty());
+        let hours = |h: f64| START_MS + (h * 3_600_000.0) as i64;
+        assert!(detector.tick(hours(0.6)).is_empty(), "the spike is still in the window");
+        let cleared = detector.tick(hours(3.0));
+        assert!(matches!(cleared.as_slice(), [AlertChange::Cleared(alert)] if !alert.active), "{cleared:?}");
+        assert!(detector.alerts().iter().all(|alert| !alert.active));
     }
 
     #[test]

@@ -102,7 +102,12 @@ fn assess_account(account: &str, history: &[&AccountConversation], rules: &Healt
         earlier_rate: earlier.len() as f32 / earlier_periods.max(1.0),
         recent_negativity: mean_negativity(&recent),
         earlier_negativity: mean_negativity(&earlier),
-        recent_escalations: recent.iter().filter(|c| c.conversation.escalated_at.is_some()).count(),
+        // Escalations the at-risk rule itself caused would keep an account at risk forever.
+        recent_escalations: recent
+            .iter()
+            .filter(|c| c.conversation.escalated_at.is_some())
+            .filter(|c| c.conversation.escalation_reason.as_deref() != Some("high_value"))
+            .count(),
         repeated_contacts: recent
             .iter()
             .map(|c| {

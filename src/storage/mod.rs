@@ -478,32 +478,42 @@ impl Store {
     }
 
     /// Conversations of identified accounts created since `since` (ms), optionally of one account,
-    /// with their customer messages' decisions (no embeddings).
+    /// with their customer messages' decisions (no embeddings). Two queries whatever the count.
     pub fn account_conversations(&self, since: i64, account: Option<&str>) -> anyhow::Result<Vec<AccountConversation>> {
+        // Separate statements, so the one-account case uses the (account_id, created_at) index.
+        let (filter, key) = match account {
+            Some(id) => ("c.account_id = ?2", id),
+            None => ("c.account_id IS NOT NULL AND ?2 = ''", ""),
+        };
         let db = self.db();
-        let mut statement = db.prepare_cached(&format!(
-            "SELECT {CONVERSATION_COLUMNS}, account_id FROM conversations
-             WHERE account_id IS NOT NULL AND created_at >= ?1 AND (?2 IS NULL OR account_id = ?2)
-             ORDER BY created_at"
+        let mut statement =
+            db.prepare_cached(&format!(
+            "SELECT {}, c.account_id FROM conversations c WHERE {filter} AND c.created_at >= ?1 ORDER BY c.created_at",
+            CONVERSATION_COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect::<Vec<_>>().join(", ")
         ))?;
-        let rows = statement.query_map(params![since, account], |row| {
+        let rows = statement.query_map(params![since, key], |row| {
             let account_id: String = row.get(17)?;
-            Ok((account_id, conversation_row(row)?))
+            Ok(AccountConversation { account_id, conversation: conversation_row(row)?, customer_messages: Vec::new() })
         })?;
-        let rows: Vec<(String, ConversationRow)> = rows.collect::<Result<_, _>>()?;
-        let mut messages = db.prepare_cached(
-            "SELECT created_at, decision FROM messages WHERE conversation_id = ?1 AND role = 'customer' ORDER BY id",
-        )?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (account_id, conversation) in rows {
-            let history = messages.query_map([&conversation.id], |row| {
-                let decision: Option<String> = row.get(1)?;
-                Ok((row.get(0)?, decision.and_then(|d| serde_json::from_str(&d).ok())))
-            })?;
-            let customer_messages = history.collect::<Result<_, _>>()?;
-            out.push(AccountConversation { account_id, conversation, customer_messages });
+        let mut conversations: Vec<AccountConversation> = rows.collect::<Result<_, _>>()?;
+        let position: std::collections::HashMap<String, usize> =
+            conversations.iter().enumerate().map(|(i, c)| (c.conversation.id.clone(), i)).collect();
+        let mut messages = db.prepare_cached(&format!(
+            "SELECT m.conversation_id, m.created_at, m.decision FROM messages m JOIN conversations c ON c.id = m.conversation_id
+             WHERE {filter} AND c.created_at >= ?1 AND m.role = 'customer' ORDER BY m.id"
+        ))?;
+        let rows = messages.query_map(params![since, key], |row| {
+            let decision: Option<String> = row.get(2)?;
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, decision))
+        })?;
+        for row in rows {
+            let (conversation, created_at, decision) = row?;
+            if let Some(&index) = position.get(&conversation) {
+                let decision = decision.and_then(|d| serde_json::from_str(&d).ok());
+                conversations[index].customer_messages.push((created_at, decision));
+            }
         }
-        Ok(out)
+        Ok(conversations)
     }
 
     /// First customer message of each conversation created since `since` (ms), oldest first:
@@ -544,6 +554,14 @@ impl Store {
             params![id, raised_at, updated_at, active, body.to_string()],
         )?;
         Ok(())
+    }
+
+    /// Marks every stored alert inactive (the detector that raised them is gone).
+    pub fn close_active_alerts(&self) -> anyhow::Result<usize> {
+        Ok(self.db().execute(
+            "UPDATE alerts SET active = 0, body = json_set(body, '$.active', json('false')) WHERE active = 1",
+            [],
+        )?)
     }
 
     /// Stored alerts, newest first.

@@ -65,3 +65,28 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb)
 }
+
+/// A WordPiece tokenizer.json over 16 words (ids 0-15: [PAD] [UNK] [CLS] [SEP] ...), for tiny
+/// random checkpoints written by tests.
+pub fn write_tiny_tokenizer(dir: &std::path::Path) {
+    use tokenizers::models::wordpiece::WordPiece;
+    let words = [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "my", "order", "is", "late", "thank", "you", "the", "app", "crash", "##es",
+        "!", "?",
+    ];
+    std::fs::write(dir.join("vocab.txt"), words.join("\n")).unwrap();
+    let model =
+        WordPiece::from_file(dir.join("vocab.txt").to_str().unwrap()).unk_token("[UNK]".into()).build().unwrap();
+    let mut tokenizer = tokenizers::Tokenizer::new(model);
+    tokenizer.with_normalizer(Some(tokenizers::normalizers::bert::BertNormalizer::default())).unwrap();
+    tokenizer.with_pre_tokenizer(Some(tokenizers::pre_tokenizers::bert::BertPreTokenizer));
+    tokenizer.with_post_processor(Some(
+        tokenizers::processors::template::TemplateProcessing::builder()
+            .try_single("[CLS] $A [SEP]")
+            .unwrap()
+            .special_tokens(vec![("[CLS]", 2), ("[SEP]", 3)])
+            .build()
+            .unwrap(),
+    ));
+    tokenizer.save(dir.join("tokenizer.json"), false).unwrap();
+}

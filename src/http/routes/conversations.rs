@@ -204,10 +204,14 @@ async fn add_approved_article(state: &AppState, article: Article) -> Option<Stri
             Some(id)
         }
         Ok(Some(Err(err))) => {
-            tracing::warn!(article = %id, "approved answer not added to the knowledge base: {err:#}");
+            tracing::warn!(article = %id, error = format!("{err:#}"), "approved answer not added to the knowledge base");
             None
         }
-        Ok(None) | Err(_) => None,
+        Ok(None) => None,
+        Err(err) => {
+            tracing::error!(article = %id, error = %err, "approved-answer task failed");
+            None
+        }
     }
 }
 

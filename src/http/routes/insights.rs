@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
+use crate::insights::anomaly::Alert;
 use crate::insights::health::AccountHealth;
 use crate::storage::{FeedbackFilter, FeedbackRow, FeedbackStatus};
 
@@ -31,8 +32,7 @@ fn default_limit() -> usize {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AlertsResponse {
     /// Newest first: count, baseline, accounts, example tickets, characteristic terms.
-    #[schema(value_type = Vec<crate::insights::anomaly::Alert>)]
-    pub alerts: Vec<serde_json::Value>,
+    pub alerts: Vec<Alert>,
 }
 
 /// Spikes of similar tickets across accounts (a likely bug or outage), newest first.
@@ -124,15 +124,11 @@ pub async fn export(
     ApiQuery(mut params): ApiQuery<FeedbackParams>,
 ) -> Result<Response, ApiError> {
     params.limit = 0;
-    let rows = state.support().feedback(params.filter()).await?;
-    let mut body = String::new();
-    for row in rows.iter().filter(|r| r.status != FeedbackStatus::Rejected || params.status.is_some()) {
-        body.push_str(
-            &serde_json::to_string(row)
-                .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?,
-        );
-        body.push('\n');
+    let mut filter = params.filter();
+    if filter.statuses.is_empty() {
+        filter.statuses = vec![FeedbackStatus::Pending, FeedbackStatus::Accepted];
     }
+    let body = state.support().export_feedback(filter).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
@@ -151,10 +147,11 @@ pub async fn review(
     ApiPath(id): ApiPath<i64>,
     ApiJson(review): ApiJson<Review>,
 ) -> Result<StatusCode, ApiError> {
-    if review.label.as_ref().is_some_and(|l| l.trim().is_empty() || l.len() > 64) {
+    let label = review.label.map(|l| l.trim().to_string());
+    if label.as_ref().is_some_and(|l| l.is_empty() || l.chars().count() > 64) {
         return Err(ApiError::invalid("label", "`label` must be 1-64 characters"));
     }
-    state.support().review_feedback(id, review.status, review.label).await?;
+    state.support().review_feedback(id, review.status, label).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
