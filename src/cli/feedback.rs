@@ -45,7 +45,9 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
         eprintln!("{dropped} original examples carry labels the served head lacks; left out");
     }
     recipe.labels = card.labels.clone();
+    // The candidate has the served head's shape (an ensemble is already merged into it).
     recipe.hidden = card.hidden.clone();
+    recipe.train.ensemble = 1;
     let splits = recipe::split(base, &recipe.train);
 
     // The feedback, split into training and held-out parts.

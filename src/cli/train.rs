@@ -95,7 +95,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         multi_label: recipe.multi_label,
     };
     let started = std::time::Instant::now();
-    let outcome = train::train(
+    let (outcome, hidden) = train::train_ensemble(
         &shape,
         &recipe.train,
         &Split { embeddings: &train_x, examples: &splits.train },
@@ -117,7 +117,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         task: recipe.task.clone(),
         labels: recipe.labels.clone(),
         activation: if recipe.multi_label { Activation::Sigmoid } else { Activation::Softmax },
-        hidden: recipe.hidden.clone(),
+        hidden,
         encoder: info.reference(),
         temperature: outcome.temperature,
         thresholds: outcome.thresholds.clone(),
@@ -205,6 +205,8 @@ struct TrainSettingsView {
     patience: usize,
     seed: u64,
     class_weights: bool,
+    ensemble: usize,
+    balance_on_dev: bool,
 }
 
 impl From<&recipe::TrainSettings> for TrainSettingsView {
@@ -217,6 +219,8 @@ impl From<&recipe::TrainSettings> for TrainSettingsView {
             patience: s.patience,
             seed: s.seed,
             class_weights: s.class_weights,
+            ensemble: s.ensemble,
+            balance_on_dev: s.balance_on_dev,
         }
     }
 }

@@ -43,6 +43,12 @@ pub struct TrainSettings {
     pub test_fraction: f64,
     /// Weight classes by inverse frequency (single-label) / positives by neg:pos (multi-label).
     pub class_weights: bool,
+    /// Members trained with seeds `seed, seed+1, ...` and averaged. Averaged logits of heads
+    /// with at most one hidden layer are exactly one wider head, so serving costs one head.
+    pub ensemble: usize,
+    /// Single-label: shift each label's logit (fitted on dev) to maximise macro-F1 rather than
+    /// accuracy, so minority labels are not drowned by the majority.
+    pub balance_on_dev: bool,
 }
 
 impl Default for TrainSettings {
@@ -57,6 +63,8 @@ impl Default for TrainSettings {
             dev_fraction: 0.1,
             test_fraction: 0.15,
             class_weights: true,
+            ensemble: 1,
+            balance_on_dev: false,
         }
     }
 }

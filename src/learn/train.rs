@@ -219,6 +219,144 @@ pub fn train(
     Ok(TrainOutcome { tensors: best, temperature, thresholds, epochs_run, best_epoch, best_dev_score: best_score })
 }
 
+/// `settings.ensemble` members (seeds `seed`, `seed+1`...) averaged into one head. The average
+/// of logits of one-hidden-layer heads is itself a one-hidden-layer head (hidden layers stacked,
+/// output weights divided by the member count), so the result serves like any head; temperature
+/// and thresholds are fitted again on the merged head's dev logits.
+pub fn train_ensemble(
+    shape: &HeadShape,
+    settings: &TrainSettings,
+    train_split: &Split,
+    dev: &Split,
+    progress: bool,
+) -> anyhow::Result<(TrainOutcome, Vec<usize>)> {
+    let members = settings.ensemble.max(1);
+    anyhow::ensure!(members == 1 || shape.hidden.len() <= 1, "an ensemble merges heads with at most one hidden layer");
+    let mut outcomes = Vec::with_capacity(members);
+    for member in 0..members {
+        let member_settings = TrainSettings { seed: settings.seed + member as u64, ..settings.clone() };
+        let outcome = train(shape, &member_settings, train_split, dev, progress)?;
+        if progress && members > 1 {
+            eprintln!(
+                "member {}/{members}: best dev {:.4} at epoch {}",
+                member + 1,
+                outcome.best_dev_score,
+                outcome.best_epoch
+            );
+        }
+        outcomes.push(outcome);
+    }
+    let (mut tensors, hidden) = if members == 1 {
+        (outcomes[0].tensors.clone(), shape.hidden.to_vec())
+    } else {
+        (merge(&outcomes, shape.hidden.len(), members)?, shape.hidden.iter().map(|h| h * members).collect())
+    };
+    let x_dev = to_tensor(dev.embeddings, dev.examples.len(), shape.dims)?;
+    if settings.balance_on_dev && !shape.multi_label {
+        let logits = merged_logits(&tensors, hidden.len(), &x_dev)?.to_vec2::<f32>()?;
+        let offsets = balancing_offsets(&logits, dev.examples, shape.labels);
+        let name = format!("layer{}.bias", hidden.len());
+        let bias = (&tensors[&name] + Tensor::from_vec(offsets.clone(), shape.labels, &Device::Cpu)?)?;
+        tensors.insert(name, bias);
+        if progress {
+            eprintln!("label offsets fitted on dev for macro-F1: {offsets:?}");
+        }
+    }
+    let dev_logits = merged_logits(&tensors, hidden.len(), &x_dev)?;
+    let activation = if shape.multi_label { Activation::Sigmoid } else { Activation::Softmax };
+    let probs = activate(&dev_logits, activation, 1.0)?.to_vec2::<f32>()?;
+    let best_dev_score = dev_score(&probs, dev.examples, shape.labels, shape.multi_label);
+    let temperature = fit_temperature(&dev_logits, dev.examples, shape.labels, shape.multi_label)?;
+    let thresholds = if shape.multi_label {
+        let probs = activate(&dev_logits, Activation::Sigmoid, temperature)?.to_vec2::<f32>()?;
+        fit_thresholds(&probs, dev.examples, shape.labels)
+    } else {
+        Vec::new()
+    };
+    let outcome = TrainOutcome {
+        tensors,
+        temperature,
+        thresholds,
+        epochs_run: outcomes.iter().map(|o| o.epochs_run).sum(),
+        best_epoch: outcomes.iter().map(|o| o.best_epoch).max().unwrap_or(0),
+        best_dev_score,
+    };
+    Ok((outcome, hidden))
+}
+
+/// Per-label logit offsets (the first label fixed at 0) that maximise dev macro-F1, by
+/// coordinate ascent over a grid: class weighting balances the loss, this balances the decision.
+fn balancing_offsets(logits: &[Vec<f32>], examples: &[Example], labels: usize) -> Vec<f32> {
+    let macro_f1 = |offsets: &[f32]| -> f64 {
+        let shifted: Vec<Vec<f32>> = logits
+            .iter()
+            .map(|row| {
+                let mut one_hot = vec![0.0; labels];
+                let best = row
+                    .iter()
+                    .zip(offsets)
+                    .map(|(z, o)| z + o)
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |(i, _)| i);
+                one_hot[best] = 1.0;
+                one_hot
+            })
+            .collect();
+        dev_score(&shifted, examples, labels, false)
+    };
+    let mut offsets = vec![0.0f32; labels];
+    let mut best = macro_f1(&offsets);
+    for _round in 0..3 {
+        for label in 1..labels {
+            for step in -40..=40 {
+                let mut candidate = offsets.clone();
+                candidate[label] = step as f32 * 0.05;
+                let score = macro_f1(&candidate);
+                if score > best + 1e-9 {
+                    (best, offsets) = (score, candidate);
+                }
+            }
+        }
+    }
+    offsets
+}
+
+/// Stacks members' hidden layers and averages their outputs: `layer0` rows concatenated,
+/// `layer1` columns concatenated and divided by the member count, output biases averaged.
+fn merge(outcomes: &[TrainOutcome], hidden_layers: usize, members: usize) -> anyhow::Result<HashMap<String, Tensor>> {
+    let get = |o: &TrainOutcome, name: &str| -> anyhow::Result<Tensor> {
+        o.tensors.get(name).cloned().ok_or_else(|| anyhow::anyhow!("member lacks {name}"))
+    };
+    let scale = 1.0 / members as f64;
+    let all = |name: &str| outcomes.iter().map(|o| get(o, name)).collect::<anyhow::Result<Vec<_>>>();
+    let mut merged = HashMap::new();
+    if hidden_layers == 0 {
+        for name in ["layer0.weight", "layer0.bias"] {
+            merged.insert(name.to_string(), (Tensor::stack(&all(name)?, 0)?.sum(0)? * scale)?);
+        }
+        return Ok(merged);
+    }
+    merged.insert("layer0.weight".into(), Tensor::cat(&all("layer0.weight")?, 0)?);
+    merged.insert("layer0.bias".into(), Tensor::cat(&all("layer0.bias")?, 0)?);
+    merged.insert("layer1.weight".into(), (Tensor::cat(&all("layer1.weight")?, 1)? * scale)?);
+    merged.insert("layer1.bias".into(), (Tensor::stack(&all("layer1.bias")?, 0)?.sum(0)? * scale)?);
+    Ok(merged)
+}
+
+fn merged_logits(tensors: &HashMap<String, Tensor>, hidden_layers: usize, x: &Tensor) -> anyhow::Result<Tensor> {
+    let layer = |i: usize, x: &Tensor| -> anyhow::Result<Tensor> {
+        let weight = &tensors[&format!("layer{i}.weight")];
+        let bias = &tensors[&format!("layer{i}.bias")];
+        Ok(x.matmul(&weight.t()?)?.broadcast_add(bias)?)
+    };
+    let mut x = x.clone();
+    for i in 0..hidden_layers {
+        x = layer(i, &x)?.relu()?;
+    }
+    layer(hidden_layers, &x)
+}
+
 /// The temperature minimising the dev negative log-likelihood (grid search: one parameter).
 fn fit_temperature(logits: &Tensor, examples: &[Example], labels: usize, multi_label: bool) -> anyhow::Result<f32> {
     let logits = logits.to_vec2::<f32>()?;
@@ -276,4 +414,51 @@ fn fit_thresholds(probs: &[Vec<f32>], examples: &[Example], labels: usize) -> Ve
             best.0
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two separable blobs in 6 dimensions, labels 0/1/2 by the sign pattern.
+    fn data(n: usize, seed: u64) -> (Vec<f32>, Vec<Example>) {
+        let mut rng = SeededRng::new(seed);
+        let mut x = Vec::new();
+        let mut examples = Vec::new();
+        for i in 0..n {
+            let label = i % 3;
+            for d in 0..6 {
+                let centre = if d % 3 == label { 1.0 } else { 0.0 };
+                x.push(centre + (rng.next_f64() as f32 - 0.5) * 0.6);
+            }
+            examples.push(Example { text: String::new(), labels: vec![label], source: "s".into() });
+        }
+        (x, examples)
+    }
+
+    #[test]
+    fn an_ensemble_merges_into_one_head_whose_logits_are_the_members_mean() {
+        let (train_x, train_rows) = data(90, 1);
+        let (dev_x, dev_rows) = data(30, 2);
+        let shape = HeadShape { dims: 6, hidden: &[4], labels: 3, multi_label: false };
+        let settings = TrainSettings { epochs: 20, ensemble: 3, ..TrainSettings::default() };
+        let train_split = Split { embeddings: &train_x, examples: &train_rows };
+        let dev = Split { embeddings: &dev_x, examples: &dev_rows };
+        let (merged, hidden) = train_ensemble(&shape, &settings, &train_split, &dev, false).unwrap();
+        assert_eq!(hidden, [12]);
+        assert_eq!(merged.tensors["layer0.weight"].dims(), [12, 6]);
+        assert_eq!(merged.tensors["layer1.weight"].dims(), [3, 12]);
+
+        let x = to_tensor(&dev_x, dev_rows.len(), 6).unwrap();
+        let mut mean = Tensor::zeros((dev_rows.len(), 3), DType::F32, &Device::Cpu).unwrap();
+        for member in 0..3 {
+            let member_settings = TrainSettings { seed: settings.seed + member, ..settings.clone() };
+            let outcome = train(&shape, &member_settings, &train_split, &dev, false).unwrap();
+            mean = (mean + merged_logits(&outcome.tensors, 1, &x).unwrap()).unwrap();
+        }
+        let mean = (mean / 3.0).unwrap();
+        let merged_logits = merged_logits(&merged.tensors, 1, &x).unwrap();
+        let diff = (mean - merged_logits).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-4, "merged logits differ from the members' mean by {diff}");
+    }
 }
