@@ -2,7 +2,10 @@
 # One-command comparison: sentence-transformers (PyTorch, CPU) vs `tierline bench encoder`.
 #
 # Usage:
-#   benches/compare/run.sh [--bf16] [--threads N] [-- EXTRA_TIERLINE_BENCH_ARGS...]
+#   benches/compare/run.sh [--bf16] [--onnx] [--threads N] [-- EXTRA_TIERLINE_BENCH_ARGS...]
+#
+#   --bf16   also PyTorch under bf16 autocast
+#   --onnx   also onnxruntime on the same weights exported to ONNX (installs onnxruntime + onnx)
 #
 # Environment:
 #   BS=1,8,32,64        batch sizes
@@ -38,10 +41,12 @@ VENV="$SCRIPT_DIR/.venv"
 RESULTS="$SCRIPT_DIR/results"
 
 RUN_BF16=0
+RUN_ONNX=0
 TIERLINE_EXTRA=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --bf16) RUN_BF16=1; shift ;;
+    --onnx) RUN_ONNX=1; shift ;;
     --threads) THREADS="$2"; shift 2 ;;
     --threads=*) THREADS="${1#*=}"; shift ;;
     -h|--help) sed -n '2,23p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -62,6 +67,11 @@ if ! "$VPY" -c 'import torch, sentence_transformers' >/dev/null 2>&1; then
   log "installing torch and sentence-transformers into the venv (large download, ~3 GB)"
   "$VPY" -m pip install --upgrade pip >&2
   "$VPY" -m pip install torch 'sentence-transformers>=5,<6' >&2
+fi
+
+if [[ "$RUN_ONNX" == 1 ]] && ! "$VPY" -c 'import onnxruntime, onnx' >/dev/null 2>&1; then
+  log "installing onnxruntime and onnx into the venv"
+  "$VPY" -m pip install onnxruntime onnx >&2
 fi
 
 # ---------------------------------------------------------------- Rust side
@@ -138,6 +148,17 @@ if [[ "$RUN_BF16" == 1 ]]; then
   log "pytorch bf16 (autocast)"
   "$VPY" "$SCRIPT_DIR/reference.py" "${REF_ARGS[@]}" --bf16 > "$RESULTS/pytorch-bf16.json"
   FILES+=("$RESULTS/pytorch-bf16.json")
+fi
+
+if [[ "$RUN_ONNX" == 1 ]]; then
+  log "onnxruntime f32"
+  ORT_ARGS=(--model-dir "$MODEL_DIR" --sentences "$SENTENCES" --batch-sizes "$BS"
+            --min-seconds "$SECS" --warmup "$WARMUP" --json)
+  if [[ -n "$THREADS" ]]; then
+    ORT_ARGS+=(--threads "$THREADS")
+  fi
+  "$VPY" "$SCRIPT_DIR/onnx_reference.py" "${ORT_ARGS[@]}" > "$RESULTS/onnxruntime-f32.json"
+  FILES+=("$RESULTS/onnxruntime-f32.json")
 fi
 
 SUFFIX=""
