@@ -180,7 +180,7 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
     server.stop().await;
 
     // After a restart the detector is rebuilt from the stored tickets: the spike, still in its
-    // window, is active once (the old row closed, not duplicated).
+    // window, is active exactly once.
     let server = TestServer::start(restart_config).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let active = loop {
@@ -192,9 +192,12 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(active.len(), 1, "{active:?}");
-    assert_ne!(active[0]["id"], first_alert_id);
-    let (_, all) = server.send(Method::GET, "/v1/alerts", None).await;
-    let closed = all["alerts"].as_array().unwrap().iter().find(|a| a["id"] == first_alert_id).unwrap().clone();
-    assert_eq!(closed["active"], false, "{closed}");
+    // The replay may raise it under the same id (same cluster, same triggering ticket time), or a
+    // new one; either way the old row is not left active beside it.
+    if active[0]["id"] != first_alert_id {
+        let (_, all) = server.send(Method::GET, "/v1/alerts", None).await;
+        let closed = all["alerts"].as_array().unwrap().iter().find(|a| a["id"] == first_alert_id).unwrap().clone();
+        assert_eq!(closed["active"], false, "{closed}");
+    }
     server.stop().await;
 }

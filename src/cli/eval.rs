@@ -46,7 +46,7 @@ pub struct EvalArgs {
     /// Print the full report as JSON.
     #[arg(long)]
     json: bool,
-    /// Write an SVG with the confusion matrix and the reliability diagram of the first model.
+    /// Write the confusion matrix and the reliability diagram of the first model: FILE.svg or FILE.png.
     #[arg(long)]
     plot: Option<PathBuf>,
 }
@@ -144,7 +144,10 @@ impl Candidate {
 pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
     let file = args.file.clone().context("--file is required")?;
     if let Some(plot) = &args.plot {
-        anyhow::ensure!(plot.extension().is_some_and(|e| e == "svg"), "--plot writes SVG: give a file ending in .svg");
+        anyhow::ensure!(
+            plot.extension().is_some_and(|e| e == "svg" || e == "png"),
+            "--plot writes SVG or PNG: give a file ending in .svg or .png"
+        );
     }
     let engine = super::train::start_engine(&config)?;
     let mut candidates = vec![Candidate::load(args.head.as_ref(), args.checkpoint.as_ref(), &engine)?
@@ -208,8 +211,12 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
     engine.shutdown();
 
     if let Some(path) = &args.plot {
-        std::fs::write(path, plot::svg(&evaluations[0], &labels))
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let chart = if path.extension().is_some_and(|e| e == "png") {
+            plot::png(&evaluations[0], &labels)?
+        } else {
+            plot::svg(&evaluations[0], &labels).into_bytes()
+        };
+        std::fs::write(path, chart).with_context(|| format!("cannot write {}", path.display()))?;
         eprintln!("wrote {}", path.display());
     }
     if args.json {
