@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::Rng;
 use tierline::inference::BackendKind;
 use tierline::insights::anomaly::{AlertChange, AnomalyConfig, Detector, TicketEvent};
 
@@ -124,23 +125,6 @@ const SPIKE_DETAILS: &[&str] = &[
     ". Is there an outage?",
     " for every report we try",
 ];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
 
 struct Ticket {
     at_ms: i64,

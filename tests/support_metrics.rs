@@ -9,6 +9,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use common::server::TestServer;
+use common::Rng;
 
 #[derive(Debug, Default, Clone)]
 struct Record {
@@ -19,19 +20,6 @@ struct Record {
     csat: Option<u8>,
     needed_information: Option<bool>,
     reopened: bool,
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
 }
 
 fn ratio(n: usize, d: usize) -> Value {

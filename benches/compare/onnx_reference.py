@@ -13,16 +13,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from reference import (  # noqa: E402  (same sentence handling and statistics as the PyTorch side)
-    BS1_FULL_PASS_CAP, batch_at, load_sentences, log, parse_batch_sizes, percentile_nearest_rank,
-)
+from reference import load_sentences, log, parse_batch_sizes, timed_calls  # noqa: E402  (same method as the PyTorch side)
 
 
 def export(model_dir: str) -> str:
@@ -90,31 +86,7 @@ def main() -> int:
         feed = {name: tokens[name].astype(np.int64) for name in ["input_ids", "attention_mask", "token_type_ids"]}
         return session.run(None, feed)[0]
 
-    results = []
-    for bs in args.batch_sizes:
-        required = math.ceil(len(sentences) / bs)
-        if bs == 1:
-            required = min(required, BS1_FULL_PASS_CAP)
-        for i in range(args.warmup):
-            encode(batch_at(sentences, i, bs))
-        latencies, index, wall = [], 0, time.perf_counter()
-        while True:
-            batch = batch_at(sentences, index, bs)
-            t0 = time.perf_counter()
-            encode(batch)
-            latencies.append(time.perf_counter() - t0)
-            index += 1
-            if time.perf_counter() - wall >= args.min_seconds and index >= required:
-                break
-        result = {
-            "batch_size": bs,
-            "calls": index,
-            "sentences_per_sec": index * bs / sum(latencies),
-            "p50_ms": percentile_nearest_rank(latencies, 50) * 1e3,
-            "p99_ms": percentile_nearest_rank(latencies, 99) * 1e3,
-        }
-        log(f"batch {bs:>3}: {result['sentences_per_sec']:8.1f} sentences/s  p50 {result['p50_ms']:8.2f} ms")
-        results.append(result)
+    results = [timed_calls(encode, sentences, bs, args.warmup, args.min_seconds) for bs in args.batch_sizes]
 
     report = {
         "engine": "onnxruntime-f32", "precision": "f32", "threads": args.threads or os.cpu_count(),

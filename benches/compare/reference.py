@@ -153,11 +153,6 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def bench_batch_size(model, torch, sentences: list[str], bs: int, args: argparse.Namespace) -> dict:
-    n = len(sentences)
-    required_calls = math.ceil(n / bs)
-    if bs == 1:
-        required_calls = min(required_calls, BS1_FULL_PASS_CAP)
-
     def encode(batch):
         with autocast_ctx(torch, args.bf16):
             return model.encode(
@@ -168,7 +163,17 @@ def bench_batch_size(model, torch, sentences: list[str], bs: int, args: argparse
                 show_progress_bar=False,
             )
 
-    for i in range(args.warmup):
+    return timed_calls(encode, sentences, bs, args.warmup, args.min_seconds)
+
+
+def timed_calls(encode, sentences: list[str], bs: int, warmup: int, min_seconds: float) -> dict:
+    """Times `encode` on batches of `bs` per the methodology above; shared by every reference."""
+    n = len(sentences)
+    required_calls = math.ceil(n / bs)
+    if bs == 1:
+        required_calls = min(required_calls, BS1_FULL_PASS_CAP)
+
+    for i in range(warmup):
         encode(batch_at(sentences, i, bs))
 
     latencies: list[float] = []
@@ -181,7 +186,7 @@ def bench_batch_size(model, torch, sentences: list[str], bs: int, args: argparse
         latencies.append(time.perf_counter() - t0)
         index += 1
         elapsed = time.perf_counter() - wall_start
-        if elapsed >= args.min_seconds and index >= required_calls:
+        if elapsed >= min_seconds and index >= required_calls:
             break
 
     total = sum(latencies)
