@@ -1,13 +1,13 @@
 //! `tierline train --from-feedback HEAD`, `tierline heads list|rollback` and
 //! `tierline feedback export`: the learning loop from the command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use tierline::config::Config;
 use tierline::inference::head_versions::HeadVersions;
-use tierline::inference::heads::{Activation, ClassifierHead, HeadCard};
+use tierline::inference::heads::{head_folders, Activation, ClassifierHead, HeadCard};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation, Report};
 use tierline::learn::feedback::{self, Scores};
@@ -167,8 +167,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     });
     let (staged, dir) = versions.stage(head, number)?;
     anyhow::ensure!(staged == number, "version v{number} was taken meanwhile; run again");
-    candle_core::safetensors::save(&outcome.tensors, dir.join(ClassifierHead::WEIGHTS_FILE))?;
-    std::fs::write(dir.join(ClassifierHead::CARD_FILE), serde_json::to_string_pretty(&candidate_card)? + "\n")?;
+    ClassifierHead::save_parts(&dir, &candidate_card, &outcome.tensors)?;
     versions.promote(head, &format!("v{number}"))?;
     println!(
         "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
@@ -216,21 +215,17 @@ pub fn heads(config: Config, command: HeadsCommand) -> anyhow::Result<()> {
     let versions = HeadVersions::new(config.data_dir.join(&config.models.head_versions));
     match command {
         HeadsCommand::List => {
-            let mut names: Vec<String> = std::fs::read_dir(&config.models.heads_dir)
-                .with_context(|| format!("cannot list {}", config.models.heads_dir.display()))?
-                .filter_map(Result::ok)
-                .filter(|e| e.path().join(ClassifierHead::CARD_FILE).is_file())
-                .filter_map(|e| e.file_name().to_str().map(String::from))
-                .collect();
-            names.sort();
+            let names = head_folders(&config.models.heads_dir)?
+                .into_iter()
+                .filter_map(|folder| folder.file_name()?.to_str().map(String::from));
             for name in names {
-                let shipped = read_card(&config.models.heads_dir.join(&name)).map_or(0, |c| c.version);
+                let shipped = HeadCard::read(&config.models.heads_dir.join(&name)).map_or(0, |c| c.version);
                 let served = versions.current(&name);
                 println!("{name}: shipped v{shipped}{}", if served.is_none() { " (served)" } else { "" });
                 for number in versions.versions(&name) {
                     let version = format!("v{number}");
                     let marker = if served.as_deref() == Some(&version) { " (served)" } else { "" };
-                    let scores = read_card(&versions.root().join(&name).join(&version))
+                    let scores = HeadCard::read(&versions.root().join(&name).join(&version))
                         .map(|c| c.metrics.get("scores").cloned().unwrap_or_default())
                         .unwrap_or_default();
                     println!("  {version}{marker} {scores}");
@@ -247,10 +242,6 @@ pub fn heads(config: Config, command: HeadsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn read_card(dir: &Path) -> Option<HeadCard> {
-    serde_json::from_str(&std::fs::read_to_string(dir.join(ClassifierHead::CARD_FILE)).ok()?).ok()
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,11 +269,7 @@ pub fn feedback(config: Config, command: FeedbackCommand) -> anyhow::Result<()> 
         after_id: 0,
         limit: 0,
     };
-    let mut text = String::new();
-    for row in store.feedback(&filter)? {
-        text.push_str(&serde_json::to_string(&row)?);
-        text.push('\n');
-    }
+    let text = store.feedback_jsonl(&filter)?;
     match args.out {
         Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{text}"),

@@ -108,10 +108,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         outcome.epochs_run, outcome.best_dev_score, outcome.best_epoch, outcome.temperature
     );
 
-    let previous_version = std::fs::read_to_string(out.join(ClassifierHead::CARD_FILE))
-        .ok()
-        .and_then(|text| serde_json::from_str::<HeadCard>(&text).ok())
-        .map_or(0, |card| card.version);
+    let previous_version = HeadCard::read(&out).map_or(0, |card| card.version);
     let mut card = HeadCard {
         name: recipe.name.clone(),
         task: recipe.task.clone(),
@@ -159,9 +156,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         "evaluations": evaluations.iter().map(summary).collect::<Vec<_>>(),
     });
 
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    candle_core::safetensors::save(&outcome.tensors, out.join(ClassifierHead::WEIGHTS_FILE))?;
-    std::fs::write(out.join(ClassifierHead::CARD_FILE), serde_json::to_string_pretty(&card)? + "\n")?;
+    ClassifierHead::save_parts(&out, &card, &outcome.tensors)?;
     println!("wrote {} (version {})", out.display(), card.version);
     engine.shutdown();
     Ok(())

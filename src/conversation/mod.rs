@@ -570,15 +570,7 @@ impl Support {
 
     /// The examples as JSONL, serialised off the async workers.
     pub async fn export_feedback(&self, filter: storage::FeedbackFilter) -> Result<String, SupportError> {
-        self.db(move |store| {
-            let mut text = String::new();
-            for row in store.feedback(&filter)? {
-                text.push_str(&serde_json::to_string(&row)?);
-                text.push('\n');
-            }
-            Ok(text)
-        })
-        .await
+        self.db(move |store| store.feedback_jsonl(&filter)).await
     }
 
     /// Accepts or rejects a feedback example, optionally relabelling it.

@@ -93,6 +93,16 @@ pub struct HeadCard {
     pub created: String,
 }
 
+impl HeadCard {
+    /// Reads `dir/card.json`.
+    pub fn read(dir: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let path = dir.join(ClassifierHead::CARD_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+}
+
 fn first_version() -> u32 {
     1
 }
@@ -112,11 +122,7 @@ impl ClassifierHead {
     /// encoder than `encoder`.
     pub fn load(dir: &std::path::Path, encoder: &EncoderRef, device: &candle_core::Device) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let card_path = dir.join(Self::CARD_FILE);
-        let card: HeadCard = serde_json::from_str(
-            &std::fs::read_to_string(&card_path).with_context(|| format!("cannot read {}", card_path.display()))?,
-        )
-        .with_context(|| format!("invalid {}", card_path.display()))?;
+        let card = HeadCard::read(dir)?;
         if card.encoder.id != encoder.id || card.encoder.revision != encoder.revision {
             anyhow::bail!(
                 "head `{}` was trained on encoder {}@{} but the loaded encoder is {}@{}; retrain it on this encoder \
@@ -131,6 +137,19 @@ impl ClassifierHead {
         let weights = candle_core::safetensors::load(dir.join(Self::WEIGHTS_FILE), device)
             .with_context(|| format!("cannot load {}", dir.join(Self::WEIGHTS_FILE).display()))?;
         Self::from_parts(card, &weights).with_context(|| format!("head in {}", dir.display()))
+    }
+
+    /// Writes a head as `load` reads it: `dir/weights.safetensors` and `dir/card.json`.
+    pub fn save_parts(
+        dir: &std::path::Path,
+        card: &HeadCard,
+        weights: &std::collections::HashMap<String, Tensor>,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        candle_core::safetensors::save(weights, dir.join(Self::WEIGHTS_FILE))?;
+        std::fs::write(dir.join(Self::CARD_FILE), serde_json::to_string_pretty(card)? + "\n")?;
+        Ok(())
     }
 
     /// Builds a head from its card and tensors `layer{i}.weight` `[out, in]` / `layer{i}.bias`.
@@ -230,61 +249,69 @@ pub fn load_heads_with_versions(
     encoder: &EncoderRef,
     device: &candle_core::Device,
 ) -> anyhow::Result<Vec<Arc<ClassifierHead>>> {
-    use anyhow::Context;
-    let mut folders: Vec<std::path::PathBuf> = if names.is_empty() {
-        if !dir.is_dir() {
-            return Ok(Vec::new());
-        }
-        std::fs::read_dir(dir)
-            .with_context(|| format!("cannot list {}", dir.display()))?
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.join(ClassifierHead::CARD_FILE).is_file())
-            .collect()
-    } else {
-        names.iter().map(|name| dir.join(name)).collect()
-    };
+    let mut folders: Vec<std::path::PathBuf> =
+        if names.is_empty() { head_folders(dir)? } else { names.iter().map(|name| dir.join(name)).collect() };
     folders.sort();
     folders
         .iter()
         .map(|folder| {
-            let shipped = ClassifierHead::load(folder, encoder, device)?;
             let promoted = versions
                 .zip(folder.file_name().and_then(|n| n.to_str()))
-                .and_then(|(versions, name)| versions.current_dir(name));
-            let Some(promoted) = promoted else { return Ok(Arc::new(shipped)) };
-            Ok(Arc::new(newer_promoted(shipped, &promoted, encoder, device)))
+                .and_then(|(versions, name)| versions.current_dir(name))
+                .filter(|promoted| newer_than_shipped(folder, promoted));
+            if let Some(promoted) = promoted {
+                match ClassifierHead::load(&promoted, encoder, device) {
+                    Ok(head) => return Ok(Arc::new(head)),
+                    Err(err) => tracing::warn!(
+                        dir = %promoted.display(),
+                        error = format!("{err:#}"),
+                        "the promoted version does not load; serving the shipped head"
+                    ),
+                }
+            }
+            ClassifierHead::load(folder, encoder, device).map(Arc::new)
         })
         .collect()
 }
 
-/// The promoted version when it is newer than the shipped head and loads on this encoder; else
-/// the shipped head (a shipped head retrained since, or a new encoder, makes the promotion stale).
-fn newer_promoted(
-    shipped: ClassifierHead,
-    promoted: &std::path::Path,
-    encoder: &EncoderRef,
-    device: &candle_core::Device,
-) -> ClassifierHead {
-    match ClassifierHead::load(promoted, encoder, device) {
-        Ok(head) if head.card().version > shipped.card().version => head,
-        Ok(head) => {
+/// Folders under `dir` that hold a head (a `card.json`), sorted; none when `dir` is missing.
+pub fn head_folders(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context;
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut folders: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|path| path.join(ClassifierHead::CARD_FILE).is_file())
+        .collect();
+    folders.sort();
+    Ok(folders)
+}
+
+/// Whether a promoted version is newer than the shipped head, judged by their cards alone (a
+/// shipped head retrained since makes the promotion stale; only the winner's weights are read).
+fn newer_than_shipped(shipped: &std::path::Path, promoted: &std::path::Path) -> bool {
+    let shipped_version = HeadCard::read(shipped).map_or(0, |card| card.version);
+    match HeadCard::read(promoted) {
+        Ok(card) if card.version > shipped_version => true,
+        Ok(card) => {
             tracing::warn!(
-                head = %shipped.card().name,
-                promoted = head.card().version,
-                shipped = shipped.card().version,
+                head = %card.name,
+                promoted = card.version,
+                shipped = shipped_version,
                 "the promoted version is older than the shipped head; serving the shipped head"
             );
-            shipped
+            false
         }
         Err(err) => {
             tracing::warn!(
-                head = %shipped.card().name,
                 dir = %promoted.display(),
                 error = format!("{err:#}"),
                 "the promoted version does not load; serving the shipped head"
             );
-            shipped
+            false
         }
     }
 }

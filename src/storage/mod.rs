@@ -468,6 +468,16 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// The examples matching `filter` as JSONL, one `FeedbackRow` per line (for training files).
+    pub fn feedback_jsonl(&self, filter: &FeedbackFilter) -> anyhow::Result<String> {
+        let mut text = String::new();
+        for row in self.feedback(filter)? {
+            text.push_str(&serde_json::to_string(&row)?);
+            text.push('\n');
+        }
+        Ok(text)
+    }
+
     /// Records a review (and optionally a relabel). `false` when there is no such example.
     pub fn review_feedback(&self, id: i64, status: FeedbackStatus, label: Option<&str>) -> anyhow::Result<bool> {
         let changed = self.db().execute(

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::check_text;
+use super::{check_limit, check_text};
 use crate::conversation::calibration::CalibrationReport;
 use crate::conversation::metrics::{SupportReport, Window};
 use crate::conversation::{handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting};
@@ -263,9 +263,7 @@ pub async fn queue(
             format!("no queue `{queue}` (queues: {})", policy.queues.join(", ")),
         ));
     }
-    if !(1..=500).contains(&params.limit) {
-        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 500"));
-    }
+    check_limit(params.limit)?;
     let waiting = state.support().queue(&queue, params.limit).await?;
     Ok(Json(QueueResponse { queue, waiting }))
 }

@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
+use super::check_limit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
@@ -153,11 +154,4 @@ pub async fn review(
     }
     state.support().review_feedback(id, review.status, label).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-fn check_limit(limit: usize) -> Result<(), ApiError> {
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 500"));
-    }
-    Ok(())
 }

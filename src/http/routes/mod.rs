@@ -10,6 +10,14 @@ pub mod models;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 
+/// A page size (`limit`) must be 1-500.
+pub(crate) fn check_limit(limit: usize) -> Result<(), ApiError> {
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::invalid("limit", "`limit` must be between 1 and 500"));
+    }
+    Ok(())
+}
+
 /// A text field must hold something and stay within `server.max_text_bytes`.
 pub(crate) fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError> {
     if text.trim().is_empty() {
