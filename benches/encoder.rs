@@ -1,4 +1,4 @@
-//! Criterion benches: the encoder per batch size (packed and generic backends), the batching
+//! Criterion benches: the encoder per batch size (packed f32 and int8, generic), the batching
 //! engine's overhead over a direct encoder call, and each fused kernel against candle's op.
 //! Run: `cargo bench --bench encoder` (the model is pulled on first use).
 
@@ -8,8 +8,8 @@ use std::time::Duration;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tierline::config::Config;
-use tierline::inference::kernels::{self, PackedLinear, SeqSpan};
-use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
+use tierline::inference::kernels::{self, PackedLinear, QuantScratch, QuantizedLinear, SeqSpan};
+use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet, Precision};
 
 fn config() -> Config {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -26,10 +26,16 @@ fn sentences() -> Vec<String> {
 
 fn encoder_batches(c: &mut Criterion) {
     let sentences = sentences();
-    for backend in [BackendKind::Packed, BackendKind::Generic] {
-        let encoder = inference::load_encoder(&config(), backend, false).expect("encoder");
+    for (backend, precision) in [
+        (BackendKind::Packed, Precision::F32),
+        (BackendKind::Packed, Precision::Int8),
+        (BackendKind::Generic, Precision::F32),
+    ] {
+        let mut config = config();
+        config.engine.precision = precision;
+        let encoder = inference::load_encoder(&config, backend, false).expect("encoder");
         let ids: Vec<Vec<u32>> = sentences.iter().map(|s| encoder.tokenize(s).unwrap().ids).collect();
-        let mut group = c.benchmark_group(format!("encoder/{backend:?}").to_lowercase());
+        let mut group = c.benchmark_group(format!("encoder/{backend:?}/{}", precision.as_str()).to_lowercase());
         group.sample_size(10).measurement_time(Duration::from_secs(5));
         for batch in [1usize, 8, 32, 64] {
             let refs: Vec<&[u32]> = ids.iter().take(batch).map(Vec::as_slice).collect();
@@ -101,11 +107,23 @@ fn kernels_vs_candle(c: &mut Criterion) {
     let weight = values(inter * hidden);
     let bias = values(inter);
     let linear = PackedLinear::new(&weight, bias.clone(), inter, hidden);
+    let quantized = QuantizedLinear::new(&weight, bias.clone(), inter, hidden);
     let wt = Tensor::from_vec(weight, (inter, hidden), &Device::Cpu).unwrap();
     let biast = Tensor::from_vec(bias, inter, &Device::Cpu).unwrap();
     let mut out = Vec::new();
     let threads = rayon::current_num_threads();
     group.bench_function("linear_384x1536/fused_bias", |b| b.iter(|| linear.forward(&h, rows, &mut out, threads)));
+    let mut scratch = QuantScratch::default();
+    group.bench_function("linear_384x1536/int8_weights", |b| {
+        b.iter(|| quantized.forward(&h, rows, &mut out, threads, &mut scratch))
+    });
+    let one_text = &h[..36 * hidden];
+    group.bench_function("linear_384x1536_36rows/fused_bias", |b| {
+        b.iter(|| linear.forward(one_text, 36, &mut out, threads))
+    });
+    group.bench_function("linear_384x1536_36rows/int8_weights", |b| {
+        b.iter(|| quantized.forward(one_text, 36, &mut out, threads, &mut scratch))
+    });
     group.bench_function("linear_384x1536/candle_matmul_add", |b| {
         b.iter(|| ht.matmul(&wt.t().unwrap()).unwrap().broadcast_add(&biast).unwrap())
     });

@@ -156,6 +156,8 @@ pub struct EngineConfig {
     pub max_wait_us: u64,
     /// Threads for inference kernels; 0 means one per core.
     pub threads: usize,
+    /// Encoder arithmetic: `f32`, or `int8` (quantised dense layers on the packed CPU path).
+    pub precision: crate::inference::Precision,
 }
 
 impl Default for Config {
@@ -213,6 +215,7 @@ impl Default for EngineConfig {
             max_batch_texts: 64,
             max_wait_us: 2_000,
             threads: 0,
+            precision: crate::inference::Precision::F32,
         }
     }
 }
@@ -358,9 +361,11 @@ mod tests {
                 ("TIERLINE_ENGINE__DEVICE", "cpu"),
                 ("TIERLINE_MODELS__SOURCES", "[\"pip\"]"),
                 ("TIERLINE_DATA_DIR", "/tmp/x"),
+                ("TIERLINE_ENGINE__PRECISION", "int8"),
             ]),
         )
         .unwrap();
+        assert_eq!(config.engine.precision, crate::inference::Precision::Int8);
         assert_eq!(config.server.port, 9100);
         assert_eq!(config.engine.device, "cpu");
         assert_eq!(config.models.sources, vec![SourceKind::Pip]);
@@ -377,6 +382,8 @@ mod tests {
         assert!(format!("{err:#}").contains("engine.max_batch_texts"), "{err:#}");
         let err = Config::from_toml_and_env("[engine]\ndevice = \"tpu\"\n", env(&[])).unwrap_err();
         assert!(format!("{err:#}").contains("engine.device"), "{err:#}");
+        let err = Config::from_toml_and_env("[engine]\nprecision = \"int4\"\n", env(&[])).unwrap_err();
+        assert!(format!("{err:#}").contains("int4") && format!("{err:#}").contains("int8"), "{err:#}");
         let err = Config::from_toml_and_env("", env(&[("TIERLINE_MODELS__SOURCES", "[\"ftp\"]")])).unwrap_err();
         assert!(format!("{err:#}").contains("ftp"), "{err:#}");
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{cosine, embed, encoder};
-use tierline::inference::BackendKind;
+use tierline::inference::{BackendKind, Precision};
 
 const RESET: &str = "How do I reset my password?";
 const FORGOT: &str = "I forgot my password, how can I change it?";
@@ -82,4 +82,27 @@ fn long_texts_are_truncated_at_the_model_limit() {
     assert_eq!(short.ids.len(), 9, "[CLS] how do i reset my password ? [SEP]");
     let vectors = embed(encoder, &[&long]);
     assert!(vectors[0].iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn int8_precision_stays_within_0_99_cosine_of_f32_and_ranks_paraphrases_first() {
+    let mut config = common::config();
+    config.engine.precision = Precision::Int8;
+    let int8 = tierline::inference::load_encoder(&config, BackendKind::Auto, false).unwrap();
+    assert_eq!(int8.info().precision, Precision::Int8);
+    let texts = [RESET, FORGOT, REFUND, "hi", "Where is my order #4471? It was supposed to arrive Tuesday."];
+    let quantized = embed(&int8, &texts);
+    let exact = embed(encoder(BackendKind::Packed), &texts);
+    for (i, (q, e)) in quantized.iter().zip(&exact).enumerate() {
+        assert!(cosine(q, e) >= 0.99, "text {i}: cosine {}", cosine(q, e));
+    }
+    assert!(cosine(&quantized[0], &quantized[1]) > cosine(&quantized[0], &quantized[2]) + 0.5);
+}
+
+#[test]
+fn int8_refuses_the_generic_backend() {
+    let mut config = common::config();
+    config.engine.precision = Precision::Int8;
+    let err = tierline::inference::load_encoder(&config, BackendKind::Generic, false).err().unwrap();
+    assert!(format!("{err:#}").contains("int8 runs on the packed backend"), "{err:#}");
 }

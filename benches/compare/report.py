@@ -131,6 +131,9 @@ def engine_notes(engines: list[dict]) -> list[str]:
         versions = e.get("versions") or {}
         for k, v in versions.items():
             bits.append(f"{k} {v}")
+        cosine = e.get("cosine_to_f32")
+        if cosine:
+            bits.append(f"cosine to f32 min {cosine['min']:.4f} mean {cosine['mean']:.4f}")
         notes.append(f"{e['_label']}: " + ", ".join(bits))
     return notes
 

@@ -16,11 +16,12 @@
 #   MODEL_DIR=          model folder (default: `$TIERLINE_BIN models path encoder`)
 #   PYTHON=python3      interpreter used to create the venv
 #   SENTENCES=benches/sentences.txt
+#   PRECISIONS=f32      tierline precisions, each a run (f32,int8: both, one after the other)
 #
 # Examples:
 #   benches/compare/run.sh
 #   BS=1,32 SECS=10 benches/compare/run.sh --bf16
-#   benches/compare/run.sh -- --precision int8
+#   PRECISIONS=f32,int8 benches/compare/run.sh --bf16 --onnx
 #
 # The runs happen one after another, never concurrently, so they do not
 # compete for cores. Raw JSON goes to benches/compare/results/.
@@ -37,6 +38,7 @@ WARMUP="${WARMUP:-2}"
 THREADS="${THREADS:-}"
 PYTHON="${PYTHON:-python3}"
 SENTENCES="${SENTENCES:-benches/sentences.txt}"
+PRECISIONS="${PRECISIONS:-f32}"
 VENV="$SCRIPT_DIR/.venv"
 RESULTS="$SCRIPT_DIR/results"
 
@@ -49,7 +51,7 @@ while [[ $# -gt 0 ]]; do
     --onnx) RUN_ONNX=1; shift ;;
     --threads) THREADS="$2"; shift 2 ;;
     --threads=*) THREADS="${1#*=}"; shift ;;
-    -h|--help) sed -n '2,23p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$SELF" | sed 's/^# \{0,1\}//'; exit 0 ;;
     --) shift; TIERLINE_EXTRA=("$@"); break ;;
     *) echo "run.sh: unknown argument: $1 (extra tierline args go after --)" >&2; exit 2 ;;
   esac
@@ -165,11 +167,14 @@ SUFFIX=""
 if [[ ${#TIERLINE_EXTRA[@]} -gt 0 ]]; then
   SUFFIX="-$(printf '%s-' "${TIERLINE_EXTRA[@]}" | tr -c 'A-Za-z0-9_.=-' '-' | tr -s '-' | sed 's/^-*//; s/-*$//')"
 fi
-TL_OUT="$RESULTS/tierline${SUFFIX}.json"
-log "tierline bench encoder ${TIERLINE_EXTRA[*]:-}"
-"$TIERLINE_BIN" bench encoder --sentences "$SENTENCES" --batch-sizes "$BS" \
-  --min-seconds "$SECS" --json "${TIERLINE_EXTRA[@]}" > "$TL_OUT"
-FILES+=("$TL_OUT")
+IFS=',' read -r -a PRECISION_LIST <<< "$PRECISIONS"
+for PRECISION in "${PRECISION_LIST[@]}"; do
+  TL_OUT="$RESULTS/tierline-${PRECISION}${SUFFIX}.json"
+  log "tierline bench encoder --precision $PRECISION ${TIERLINE_EXTRA[*]:-}"
+  "$TIERLINE_BIN" bench encoder --sentences "$SENTENCES" --batch-sizes "$BS" \
+    --min-seconds "$SECS" --precision "$PRECISION" --json "${TIERLINE_EXTRA[@]}" > "$TL_OUT"
+  FILES+=("$TL_OUT")
+done
 
 # ---------------------------------------------------------------- report
 echo

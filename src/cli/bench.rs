@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use tierline::config::Config;
-use tierline::inference::{self, BackendKind, Encoder};
+use tierline::inference::{self, BackendKind, Encoder, Precision};
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
@@ -28,6 +28,10 @@ pub struct EncoderArgs {
     /// Transformer implementation: auto, packed or generic (candle-transformers).
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
+    /// Encoder arithmetic (overrides `engine.precision`). Other than f32, the f32 encoder is
+    /// also loaded to report the cosine of each sentence's embedding to its f32 embedding.
+    #[arg(long, value_enum)]
+    precision: Option<PrecisionArg>,
     /// Print one JSON object (the compare runner reads it).
     #[arg(long)]
     json: bool,
@@ -38,6 +42,29 @@ enum BackendArg {
     Auto,
     Packed,
     Generic,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum PrecisionArg {
+    F32,
+    Int8,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(arg: PrecisionArg) -> Self {
+        match arg {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Int8 => Precision::Int8,
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct CosineToF32 {
+    min: f64,
+    mean: f64,
+    /// Share of sentences at or above 0.99.
+    share_at_least_0_99: f64,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -55,7 +82,10 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
-fn bench_encoder(config: Config, args: EncoderArgs) -> anyhow::Result<()> {
+fn bench_encoder(mut config: Config, args: EncoderArgs) -> anyhow::Result<()> {
+    if let Some(precision) = args.precision {
+        config.engine.precision = precision.into();
+    }
     let text = std::fs::read_to_string(&args.sentences)
         .map_err(|err| anyhow::anyhow!("cannot read {}: {err}", args.sentences.display()))?;
     let sentences: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
@@ -68,6 +98,19 @@ fn bench_encoder(config: Config, args: EncoderArgs) -> anyhow::Result<()> {
     };
     let encoder = inference::load_encoder(&config, backend, !args.json)?;
     let info = encoder.info().clone();
+    let cosine = match info.precision {
+        Precision::F32 => None,
+        _ => Some(cosine_to_f32(&config, &encoder, &sentences, !args.json)?),
+    };
+    if let (Some(cosine), false) = (&cosine, args.json) {
+        eprintln!(
+            "cosine to f32 over {} sentences: min {:.4}, mean {:.4}, {:.1}% >= 0.99",
+            sentences.len(),
+            cosine.min,
+            cosine.mean,
+            cosine.share_at_least_0_99 * 100.0
+        );
+    }
     let mut results = Vec::new();
     for &batch_size in &args.batch_sizes {
         let result = measure(&encoder, &sentences, batch_size, args.warmup, Duration::from_secs_f64(args.min_seconds))?;
@@ -81,7 +124,8 @@ fn bench_encoder(config: Config, args: EncoderArgs) -> anyhow::Result<()> {
     }
     let report = serde_json::json!({
         "engine": "tierline-candle",
-        "precision": "f32",
+        "precision": info.precision,
+        "cosine_to_f32": cosine,
         "backend": info.backend,
         "model": info.id,
         "threads": rayon::current_num_threads(),
@@ -93,6 +137,36 @@ fn bench_encoder(config: Config, args: EncoderArgs) -> anyhow::Result<()> {
         println!("{report}");
     }
     Ok(())
+}
+
+/// Embeds every sentence with `encoder` and with an f32 encoder of the same model.
+fn cosine_to_f32(
+    config: &Config,
+    encoder: &Encoder,
+    sentences: &[&str],
+    progress: bool,
+) -> anyhow::Result<CosineToF32> {
+    let mut reference_config = config.clone();
+    reference_config.engine.precision = Precision::F32;
+    let reference = inference::load_encoder(&reference_config, BackendKind::Auto, progress)?;
+    let mut cosines = Vec::with_capacity(sentences.len());
+    for batch in sentences.chunks(32) {
+        let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        let ours = encoder.embed(&refs)?.to_vec2::<f32>()?;
+        let theirs = reference.embed(&refs)?.to_vec2::<f32>()?;
+        for (a, b) in ours.iter().zip(&theirs) {
+            let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            cosines.push(dot / (norm(a) * norm(b)).max(1e-12));
+        }
+    }
+    let count = cosines.len() as f64;
+    Ok(CosineToF32 {
+        min: cosines.iter().copied().fold(f64::INFINITY, f64::min),
+        mean: cosines.iter().sum::<f64>() / count,
+        share_at_least_0_99: cosines.iter().filter(|&&c| c >= 0.99).count() as f64 / count,
+    })
 }
 
 fn measure(

@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -10,7 +10,7 @@ use tierline::inference::{Engine, ResolvedModel};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
 use tierline::learn::plot;
-use tierline::learn::recipe::Example;
+use tierline::learn::recipe::{self, Example, Recipe};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EvalSubcommand {
@@ -49,6 +49,14 @@ pub struct EvalArgs {
     /// Write the confusion matrix and the reliability diagram of the first model: FILE.svg or FILE.png.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// With --head, instead of --file: the held-out test split of this training recipe (and its
+    /// other-source sets), rebuilt as `tierline train` built it, so the card's figures can be
+    /// re-measured, for example under another `engine.precision`.
+    #[arg(long, requires = "head", conflicts_with_all = ["file", "checkpoint", "compare", "compare_checkpoint", "plot"])]
+    recipe: Option<PathBuf>,
+    /// Shared training data folder that recipe sources are relative to.
+    #[arg(long, default_value = "../shared/data")]
+    data: PathBuf,
 }
 
 /// A model under evaluation: a head over the shared encoder, or a whole checkpoint.
@@ -142,6 +150,9 @@ impl Candidate {
 }
 
 pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
+    if let (Some(recipe), Some(head)) = (&args.recipe, &args.head) {
+        return eval_on_recipe(config, head, recipe, &args.data, args.json);
+    }
     let file = args.file.clone().context("--file is required")?;
     if let Some(plot) = &args.plot {
         anyhow::ensure!(
@@ -247,6 +258,54 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
                 row(&format!("F1 {}", ca.label), ca.f1, cb.f1);
             }
         }
+    }
+    Ok(())
+}
+
+/// `eval --head H --recipe R`: the recipe's held-out evaluations for a trained head.
+fn eval_on_recipe(
+    config: Config,
+    head_dir: &Path,
+    recipe_path: &Path,
+    data_dir: &Path,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "training data folder {} is missing: recipes read the shared public datasets from there (pass --data DIR)",
+        data_dir.display()
+    );
+    let (recipe, recipe_dir) = Recipe::load(recipe_path)?;
+    let mut examples = Vec::new();
+    for source in &recipe.sources {
+        examples.extend(recipe.examples(source, &recipe_dir, data_dir)?);
+    }
+    let splits = recipe::split(examples, &recipe.train);
+    let engine = super::train::start_engine(&config)?;
+    let info = engine.info().clone();
+    let head = ClassifierHead::load(head_dir, &info.reference(), &candle_core::Device::Cpu)?;
+    let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
+    let embed = |rows: &[Example], label: &str| -> anyhow::Result<Vec<f32>> {
+        let texts: Vec<String> = rows.iter().map(|e| e.text.clone()).collect();
+        cache.embed(&engine, &texts, label)
+    };
+    let test_x = embed(&splits.test, "test")?;
+    let evaluations =
+        super::train::held_out_evaluations(&recipe, &recipe_dir, data_dir, &splits.test, &test_x, &head, &embed)?;
+    engine.shutdown();
+    if json {
+        let report = serde_json::json!({
+            "head": head.card().name,
+            "version": head.card().version,
+            "encoder_precision": info.precision,
+            "evaluations": evaluations,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("head {} v{}, encoder precision {}\n", head.card().name, head.card().version, info.precision.as_str());
+    for evaluation in &evaluations {
+        println!("{}", eval::render(evaluation, &head.card().labels));
     }
     Ok(())
 }

@@ -135,19 +135,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
     };
     let head = ClassifierHead::from_parts(card.clone(), &outcome.tensors)?;
 
-    // Held-out test split, overall and per source; then evaluation sets from other sources.
-    let mut evaluations = vec![eval::evaluate("test (held-out split)", &head, &test_x, &splits.test)?];
-    for source in recipe.sources.iter().map(|s| s.name.clone()) {
-        let (rows, x) = subset(&splits.test, &test_x, info.dimensions, |e| e.source == source);
-        if !rows.is_empty() {
-            evaluations.push(eval::evaluate(&format!("test: {source}"), &head, &x, &rows)?);
-        }
-    }
-    for source in &recipe.evaluations {
-        let rows = recipe.examples(source, &recipe_dir, &data_dir)?;
-        let x = embed(&rows, &source.name)?;
-        evaluations.push(eval::evaluate(&format!("other source: {}", source.name), &head, &x, &rows)?);
-    }
+    let evaluations = held_out_evaluations(&recipe, &recipe_dir, &data_dir, &splits.test, &test_x, &head, &embed)?;
     for evaluation in &evaluations {
         eprintln!("{}", eval::render(evaluation, &recipe.labels));
     }
@@ -160,6 +148,36 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
     println!("wrote {} (version {})", out.display(), card.version);
     engine.shutdown();
     Ok(())
+}
+
+/// Embeddings of a set of examples, under a cache label.
+pub type EmbedFn<'a> = dyn Fn(&[Example], &str) -> anyhow::Result<Vec<f32>> + 'a;
+
+/// The held-out test split, overall and per source; then the recipe's evaluation sets from other
+/// sources.
+pub fn held_out_evaluations(
+    recipe: &Recipe,
+    recipe_dir: &Path,
+    data_dir: &Path,
+    test: &[Example],
+    test_x: &[f32],
+    head: &ClassifierHead,
+    embed: &EmbedFn,
+) -> anyhow::Result<Vec<Evaluation>> {
+    let dims = head.card().encoder.dimensions;
+    let mut evaluations = vec![eval::evaluate("test (held-out split)", head, test_x, test)?];
+    for source in recipe.sources.iter().map(|s| s.name.clone()) {
+        let (rows, x) = subset(test, test_x, dims, |e| e.source == source);
+        if !rows.is_empty() {
+            evaluations.push(eval::evaluate(&format!("test: {source}"), head, &x, &rows)?);
+        }
+    }
+    for source in &recipe.evaluations {
+        let rows = recipe.examples(source, recipe_dir, data_dir)?;
+        let x = embed(&rows, &source.name)?;
+        evaluations.push(eval::evaluate(&format!("other source: {}", source.name), head, &x, &rows)?);
+    }
+    Ok(evaluations)
 }
 
 /// The recipe (with the folders its sources are read from): `--recipe`, `--file`, or for a

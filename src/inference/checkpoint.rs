@@ -9,7 +9,7 @@ use anyhow::Context;
 use candle_core::{DType, Device, Tensor};
 use serde::Deserialize;
 
-use super::encoder::{BackendKind, Encoder, Pooling};
+use super::encoder::{BackendKind, Encoder, Pooling, Precision};
 use super::heads::{activate, Activation};
 use super::source::ResolvedModel;
 
@@ -83,6 +83,8 @@ impl SequenceClassifier {
             device,
             BackendKind::Generic,
             rayon::current_num_threads(),
+            // `engine.precision` applies to the shared encoder; checkpoints run in f32.
+            Precision::F32,
             Some((Pooling::Cls, false)),
         )?;
         let tensors = candle_core::safetensors::load(model.dir.join("model.safetensors"), device)?;

@@ -33,12 +33,33 @@ pub enum BackendKind {
     Generic,
 }
 
+/// Number format of the encoder's weights and arithmetic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    F32,
+    /// int8 weights (one scale per output channel) in every dense layer of the packed CPU path,
+    /// activations quantised per token at each layer (see `kernels::QuantizedLinear`).
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EncoderInfo {
     pub id: String,
     pub revision: String,
     pub architecture: String,
     pub backend: String,
+    pub precision: Precision,
     pub device: String,
     pub dimensions: usize,
     pub max_tokens: usize,
@@ -138,8 +159,14 @@ impl EncoderInfo {
 }
 
 impl Encoder {
-    pub fn load(model: &ResolvedModel, device: &Device, backend: BackendKind, threads: usize) -> anyhow::Result<Self> {
-        Self::load_with_pooling(model, device, backend, threads, None)
+    pub fn load(
+        model: &ResolvedModel,
+        device: &Device,
+        backend: BackendKind,
+        threads: usize,
+        precision: Precision,
+    ) -> anyhow::Result<Self> {
+        Self::load_with_pooling(model, device, backend, threads, precision, None)
     }
 
     /// As `load`, with the pooling forced (`(Cls, false)` gives the raw first-token state that
@@ -149,6 +176,7 @@ impl Encoder {
         device: &Device,
         backend: BackendKind,
         threads: usize,
+        precision: Precision,
         pooling: Option<(Pooling, bool)>,
     ) -> anyhow::Result<Self> {
         let dir = &model.dir;
@@ -201,6 +229,12 @@ impl Encoder {
             .with_context(|| format!("cannot map {}", weights.display()))?;
 
         let packed_possible = arch == "bert" && device.is_cpu();
+        if precision == Precision::Int8 && (!packed_possible || backend == BackendKind::Generic) {
+            bail!(
+                "precision int8 runs on the packed backend, for BERT models on the CPU only (model: {arch}, device: {}, backend: {backend:?})",
+                device_label(device)
+            );
+        }
         let use_packed = match backend {
             BackendKind::Auto => packed_possible,
             BackendKind::Packed if !packed_possible => {
@@ -212,11 +246,11 @@ impl Encoder {
         let backend = if use_packed {
             let config: BertConfig = serde_json::from_str(&config_text)?;
             match config.unsupported_reason() {
-                Some(reason) if backend == BackendKind::Auto => {
+                Some(reason) if backend == BackendKind::Auto && precision == Precision::F32 => {
                     tracing::info!(%reason, "packed backend not applicable, using the generic one");
                     Backend::Bert(bert::BertModel::load(vb, &serde_json::from_str(&config_text)?)?)
                 }
-                _ => Backend::Packed(PackedBert::load(vb, &config, threads)?),
+                _ => Backend::Packed(PackedBert::load(vb, &config, threads, precision)?),
             }
         } else {
             match arch {
@@ -244,13 +278,14 @@ impl Encoder {
             revision: model.revision.clone(),
             architecture: arch.to_string(),
             backend: backend_name.to_string(),
+            precision,
             device: device_label(device),
             dimensions,
             max_tokens,
             pooling,
             normalize,
         };
-        tracing::info!(model = %info.id, arch, backend = backend_name, max_tokens, ?pooling, normalize, "encoder loaded");
+        tracing::info!(model = %info.id, arch, backend = backend_name, precision = precision.as_str(), max_tokens, ?pooling, normalize, "encoder loaded");
         Ok(Self { info, tokenizer, backend, device: device.clone() })
     }
 

@@ -13,7 +13,7 @@ pub mod packed_bert;
 pub mod source;
 
 pub use device::DeviceRequest;
-pub use encoder::{BackendKind, Encoder, EncoderInfo, Pooling};
+pub use encoder::{BackendKind, Encoder, EncoderInfo, Pooling, Precision};
 pub use engine::{BatchLimits, Embedded, Engine, EngineError, EngineMetrics};
 pub use heads::{Head, HeadSet};
 pub use manifest::{Manifest, ModelKind, ModelSpec};
@@ -37,5 +37,5 @@ pub fn load_encoder(config: &crate::config::Config, backend: BackendKind, progre
     let resolved = Resolver::from_config(config).with_progress(progress).resolve("encoder", spec)?;
     let device = DeviceRequest::parse(&config.engine.device).map_err(anyhow::Error::msg)?.open()?;
     init_threads(config.engine.threads);
-    Encoder::load(&resolved, &device, backend, rayon::current_num_threads())
+    Encoder::load(&resolved, &device, backend, rayon::current_num_threads(), config.engine.precision)
 }

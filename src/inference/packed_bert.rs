@@ -8,7 +8,8 @@ use anyhow::{bail, ensure, Context};
 use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
-use super::kernels::{self, PackedLinear, SeqSpan};
+use super::encoder::Precision;
+use super::kernels::{self, PackedLinear, QuantScratch, QuantizedLinear, SeqSpan};
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct BertConfig {
@@ -57,12 +58,52 @@ struct Norm {
     beta: Vec<f32>,
 }
 
+/// A dense layer in the precision the encoder was loaded with.
+enum Dense {
+    F32(PackedLinear),
+    Int8(QuantizedLinear),
+}
+
+impl Dense {
+    fn new(weight: &[f32], bias: Vec<f32>, out_dim: usize, in_dim: usize, precision: Precision) -> Self {
+        match precision {
+            Precision::Int8 => Dense::Int8(QuantizedLinear::new(weight, bias, out_dim, in_dim)),
+            Precision::F32 => Dense::F32(PackedLinear::new(weight, bias, out_dim, in_dim)),
+        }
+    }
+
+    /// Q, K and V read the same input: one wider product.
+    fn concat(parts: Vec<Dense>) -> Self {
+        let mut f32_parts = Vec::new();
+        let mut int8_parts = Vec::new();
+        for part in parts {
+            match part {
+                Dense::F32(linear) => f32_parts.push(linear),
+                Dense::Int8(linear) => int8_parts.push(linear),
+            }
+        }
+        if int8_parts.is_empty() {
+            Dense::F32(PackedLinear::concat(&f32_parts))
+        } else {
+            assert!(f32_parts.is_empty(), "one precision per model");
+            Dense::Int8(QuantizedLinear::concat(&int8_parts))
+        }
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize, scratch: &mut QuantScratch) {
+        match self {
+            Dense::F32(linear) => linear.forward(x, rows, out, threads),
+            Dense::Int8(linear) => linear.forward(x, rows, out, threads, scratch),
+        }
+    }
+}
+
 struct Layer {
-    qkv: PackedLinear,
-    attention_out: PackedLinear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: Norm,
-    intermediate: PackedLinear,
-    output: PackedLinear,
+    intermediate: Dense,
+    output: Dense,
     output_norm: Norm,
 }
 
@@ -75,6 +116,7 @@ struct Workspace {
     attention: Vec<f32>,
     intermediate: Vec<f32>,
     ffn: Vec<f32>,
+    quantized: QuantScratch,
 }
 
 pub struct PackedBert {
@@ -101,7 +143,7 @@ fn norm(vb: &VarBuilder, prefix: &str) -> anyhow::Result<Norm> {
     Ok(Norm { gamma: read(vb, &format!("{prefix}.weight"))?, beta: read(vb, &format!("{prefix}.bias"))? })
 }
 
-fn linear(vb: &VarBuilder, prefix: &str, out_dim: usize, in_dim: usize) -> anyhow::Result<PackedLinear> {
+fn linear(vb: &VarBuilder, prefix: &str, out_dim: usize, in_dim: usize, precision: Precision) -> anyhow::Result<Dense> {
     let weight = read(vb, &format!("{prefix}.weight"))?;
     let bias = read(vb, &format!("{prefix}.bias"))?;
     ensure!(
@@ -109,11 +151,13 @@ fn linear(vb: &VarBuilder, prefix: &str, out_dim: usize, in_dim: usize) -> anyho
         "`{prefix}.weight` has {} values, expected {out_dim}x{in_dim}",
         weight.len()
     );
-    Ok(PackedLinear::new(&weight, bias, out_dim, in_dim))
+    Ok(Dense::new(&weight, bias, out_dim, in_dim, precision))
 }
 
 impl PackedBert {
-    pub fn load(vb: VarBuilder, config: &BertConfig, threads: usize) -> anyhow::Result<Self> {
+    /// Loads the weights; with `Precision::Int8` every dense layer of the encoder is quantised
+    /// (embeddings, norms and attention stay f32).
+    pub fn load(vb: VarBuilder, config: &BertConfig, threads: usize, precision: Precision) -> anyhow::Result<Self> {
         if let Some(reason) = config.unsupported_reason() {
             bail!("packed BERT path does not support {reason}");
         }
@@ -124,15 +168,15 @@ impl PackedBert {
         let layers = (0..config.num_hidden_layers)
             .map(|i| -> anyhow::Result<Layer> {
                 let p = format!("encoder.layer.{i}");
-                let q = linear(&vb, &format!("{p}.attention.self.query"), h, h)?;
-                let k = linear(&vb, &format!("{p}.attention.self.key"), h, h)?;
-                let v = linear(&vb, &format!("{p}.attention.self.value"), h, h)?;
+                let q = linear(&vb, &format!("{p}.attention.self.query"), h, h, precision)?;
+                let k = linear(&vb, &format!("{p}.attention.self.key"), h, h, precision)?;
+                let v = linear(&vb, &format!("{p}.attention.self.value"), h, h, precision)?;
                 Ok(Layer {
-                    qkv: PackedLinear::concat(&[q, k, v]),
-                    attention_out: linear(&vb, &format!("{p}.attention.output.dense"), h, h)?,
+                    qkv: Dense::concat(vec![q, k, v]),
+                    attention_out: linear(&vb, &format!("{p}.attention.output.dense"), h, h, precision)?,
                     attention_norm: norm(&vb, &format!("{p}.attention.output.LayerNorm"))?,
-                    intermediate: linear(&vb, &format!("{p}.intermediate.dense"), inter, h)?,
-                    output: linear(&vb, &format!("{p}.output.dense"), h, inter)?,
+                    intermediate: linear(&vb, &format!("{p}.intermediate.dense"), inter, h, precision)?,
+                    output: linear(&vb, &format!("{p}.output.dense"), h, inter, precision)?,
                     output_norm: norm(&vb, &format!("{p}.output.LayerNorm"))?,
                 })
             })
@@ -192,10 +236,10 @@ impl PackedBert {
         kernels::layer_norm(&mut ws.hidden, &self.embedding_norm.gamma, &self.embedding_norm.beta, self.eps);
 
         for layer in &self.layers {
-            layer.qkv.forward(&ws.hidden, tokens, &mut ws.qkv, self.threads);
+            layer.qkv.forward(&ws.hidden, tokens, &mut ws.qkv, self.threads, &mut ws.quantized);
             ws.context.resize(tokens * h, 0.0);
             kernels::attention_varlen(&ws.qkv, &spans, self.heads, h / self.heads, &mut ws.context);
-            layer.attention_out.forward(&ws.context, tokens, &mut ws.attention, self.threads);
+            layer.attention_out.forward(&ws.context, tokens, &mut ws.attention, self.threads, &mut ws.quantized);
             kernels::add_layer_norm(
                 &mut ws.attention,
                 &ws.hidden,
@@ -203,9 +247,9 @@ impl PackedBert {
                 &layer.attention_norm.beta,
                 self.eps,
             );
-            layer.intermediate.forward(&ws.attention, tokens, &mut ws.intermediate, self.threads);
+            layer.intermediate.forward(&ws.attention, tokens, &mut ws.intermediate, self.threads, &mut ws.quantized);
             kernels::gelu(&mut ws.intermediate);
-            layer.output.forward(&ws.intermediate, tokens, &mut ws.ffn, self.threads);
+            layer.output.forward(&ws.intermediate, tokens, &mut ws.ffn, self.threads, &mut ws.quantized);
             kernels::add_layer_norm(
                 &mut ws.ffn,
                 &ws.attention,

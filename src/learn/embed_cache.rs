@@ -7,7 +7,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::inference::Engine;
+use crate::inference::{Engine, Precision};
 
 /// Texts per engine call: large enough to fill batches, small enough for smooth progress.
 const CHUNK: usize = 256;
@@ -27,7 +27,11 @@ impl EmbedCache {
         let info = engine.info();
         let dims = info.dimensions;
         let mut hasher = Sha256::new();
-        hasher.update(format!("{}@{}\n", info.id, info.revision));
+        // f32 keeps the key it always had, so existing caches stay valid.
+        match info.precision {
+            Precision::F32 => hasher.update(format!("{}@{}\n", info.id, info.revision)),
+            other => hasher.update(format!("{}@{} {}\n", info.id, info.revision, other.as_str())),
+        }
         for text in texts {
             hasher.update(text.as_bytes());
             hasher.update([0]);

@@ -119,12 +119,12 @@ fn attend_row_body(query: &[f32], keys_t: &[f32], values: &[f32], scale: f32, sc
     }
     let scores = &mut scores[..len];
     let peak = max(scores);
-    let mut total = 0.0;
+    // Exponentials first, then the sum: a running `total +=` in the same loop is a strict
+    // sequential reduction that keeps the compiler from vectorising the exponentials.
     for score in scores.iter_mut() {
         *score = math::exp(*score - peak);
-        total += *score;
     }
-    let inv_total = 1.0 / total;
+    let inv_total = 1.0 / super::sum(scores);
     let whole = head_dim / LANES * LANES;
     for (block, out) in context[..whole].chunks_exact_mut(LANES).enumerate() {
         let mut acc = [0.0f32; LANES];

@@ -2,6 +2,7 @@
 //! product and the weight stored pre-transposed for gemm's packing.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 pub struct PackedLinear {
     /// `W^T`, row-major `[in_dim, out_dim]`.
@@ -55,22 +56,52 @@ impl PackedLinear {
         if rows == 0 {
             return;
         }
+        if threads > 1 && rows < SMALL_BATCH_ROWS {
+            // A short batch (one text is ~36 rows) gives gemm's own row-wise parallelism too
+            // little to split: each thread takes a slice of the output columns instead.
+            let columns = self.out_dim.div_ceil(threads).next_multiple_of(16);
+            let dst = SharedDst(out.as_mut_ptr());
+            (0..self.out_dim.div_ceil(columns)).into_par_iter().for_each(|part| {
+                let first = part * columns;
+                let width = columns.min(self.out_dim - first);
+                // SAFETY: each part writes its own column range of `out`.
+                unsafe { self.gemm_columns(x, rows, dst, first, width, Parallelism::None) };
+            });
+            return;
+        }
         let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+        // SAFETY: `out` holds rows x out_dim values and no one else writes it.
+        unsafe { self.gemm_columns(x, rows, SharedDst(out.as_mut_ptr()), 0, self.out_dim, parallelism) };
+    }
+
+    /// `out[:, first..first + width] += x W^T[:, first..first + width]`.
+    ///
+    /// # Safety
+    /// `out` points to `[rows, out_dim]` values, and no other thread writes these columns.
+    unsafe fn gemm_columns(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: SharedDst,
+        first: usize,
+        width: usize,
+        parallelism: Parallelism,
+    ) {
         // SAFETY: all three matrices are row-major with the strides given and the lengths checked
-        // above; dst does not alias the inputs.
+        // by `forward`; dst does not alias the inputs.
         unsafe {
             gemm::gemm(
                 rows,
-                self.out_dim,
+                width,
                 self.in_dim,
-                out.as_mut_ptr(),
+                out.0.add(first),
                 1,
                 self.out_dim as isize,
                 true,
                 x.as_ptr(),
                 1,
                 self.in_dim as isize,
-                self.weight_t.as_ptr(),
+                self.weight_t.as_ptr().add(first),
                 1,
                 self.out_dim as isize,
                 1.0,
@@ -83,3 +114,12 @@ impl PackedLinear {
         }
     }
 }
+
+/// Below this many rows, threads split the output columns rather than gemm splitting rows.
+const SMALL_BATCH_ROWS: usize = 128;
+
+#[derive(Clone, Copy)]
+struct SharedDst(*mut f32);
+// SAFETY: threads write disjoint column ranges through it (see `forward`).
+unsafe impl Send for SharedDst {}
+unsafe impl Sync for SharedDst {}

@@ -9,11 +9,13 @@ mod attention;
 mod elementwise;
 mod linear;
 mod math;
+mod quantized;
 
 pub use attention::{attention_varlen, SeqSpan};
 pub use elementwise::{add_layer_norm, gelu, layer_norm};
 pub use linear::PackedLinear;
 pub use math::{erf, exp, gelu_erf};
+pub use quantized::{QuantScratch, QuantizedLinear};
 
 use std::sync::OnceLock;
 

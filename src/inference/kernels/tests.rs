@@ -186,3 +186,63 @@ fn int8_dot_is_exact_and_quantised_cosine_stays_close_for_odd_sizes() {
     assert_eq!(super::quantize_i8(&[0.0; 4], &mut zeros), 0.0);
     assert_eq!(zeros, [0; 4]);
 }
+
+#[test]
+fn quantized_linear_simd_kernel_equals_the_portable_one_bit_for_bit() {
+    use super::quantized::Kernel;
+    // Odd widths (partial panels, an odd input), a row count above one task's chunk, one row.
+    for (rows, in_dim, out_dim) in [(1, 3, 5), (7, 17, 33), (13, 384, 1152), (50, 1536, 384), (97, 31, 16)] {
+        let x = random(&[rows, in_dim], 0.0);
+        let layer = QuantizedLinear::new(&random(&[out_dim, in_dim], 0.1), random(&[out_dim], 0.2), out_dim, in_dim);
+        let mut scratch = QuantScratch::default();
+        let mut portable = Vec::new();
+        layer.forward_with(Kernel::Portable, &x, rows, &mut portable, 1, &mut scratch);
+        for threads in [1, 2, 3] {
+            let mut best = Vec::new();
+            layer.forward_with(Kernel::Best, &x, rows, &mut best, threads, &mut scratch);
+            assert_eq!(best, portable, "{rows}x{in_dim}x{out_dim}, {threads} threads");
+        }
+    }
+}
+
+#[test]
+fn quantized_linear_stays_close_to_f32() {
+    for (rows, in_dim, out_dim) in [(1, 3, 5), (9, 384, 1536), (40, 1536, 384), (5, 33, 17)] {
+        let x = random(&[rows, in_dim], 0.0);
+        let w = random(&[out_dim, in_dim], 0.0);
+        let b = random(&[out_dim], 0.2);
+        let mut exact = Vec::new();
+        PackedLinear::new(&w, b.clone(), out_dim, in_dim).forward(&x, rows, &mut exact, 1);
+        let mut approx = Vec::new();
+        QuantizedLinear::new(&w, b, out_dim, in_dim).forward(&x, rows, &mut approx, 2, &mut QuantScratch::default());
+        for (r, (e, a)) in exact.chunks_exact(out_dim).zip(approx.chunks_exact(out_dim)).enumerate() {
+            let cosine = dot(e, a) / (dot(e, e).sqrt() * dot(a, a).sqrt());
+            assert!(cosine > 0.999, "{rows}x{in_dim}x{out_dim} row {r}: cosine {cosine}");
+        }
+    }
+}
+
+#[test]
+fn quantized_concatenation_equals_its_parts_and_zero_rows_stay_zero() {
+    let (rows, in_dim) = (4, 9);
+    let mut x = random(&[rows, in_dim], 0.0);
+    x[..in_dim].fill(0.0);
+    let parts: Vec<QuantizedLinear> = [3, 20]
+        .iter()
+        .map(|&out| QuantizedLinear::new(&random(&[out, in_dim], 0.3), random(&[out], 0.0), out, in_dim))
+        .collect();
+    let mut scratch = QuantScratch::default();
+    let (mut a, mut b, mut ab) = (Vec::new(), Vec::new(), Vec::new());
+    parts[0].forward(&x, rows, &mut a, 1, &mut scratch);
+    parts[1].forward(&x, rows, &mut b, 1, &mut scratch);
+    QuantizedLinear::concat(&parts).forward(&x, rows, &mut ab, 1, &mut scratch);
+    for r in 0..rows {
+        assert_eq!(&ab[r * 23..r * 23 + 3], &a[r * 3..r * 3 + 3]);
+        assert_eq!(&ab[r * 23 + 3..r * 23 + 23], &b[r * 20..r * 20 + 20]);
+    }
+    // A zero input row gives exactly the bias.
+    let bias: Vec<f32> = random(&[3], 0.0);
+    let layer = QuantizedLinear::new(&random(&[3, in_dim], 0.3), bias.clone(), 3, in_dim);
+    layer.forward(&x, rows, &mut a, 1, &mut scratch);
+    assert_eq!(&a[..3], &bias[..]);
+}
