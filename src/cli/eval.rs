@@ -10,7 +10,7 @@ use tierline::inference::{Engine, ResolvedModel};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
 use tierline::learn::plot;
-use tierline::learn::recipe::{self, Example, Recipe};
+use tierline::learn::recipe::{Example, Recipe};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EvalSubcommand {
@@ -280,7 +280,7 @@ fn eval_on_recipe(
     for source in &recipe.sources {
         examples.extend(recipe.examples(source, &recipe_dir, data_dir)?);
     }
-    let splits = recipe::split(examples, &recipe.train);
+    let splits = recipe.split(examples);
     let engine = super::train::start_engine(&config)?;
     let info = engine.info().clone();
     let head = ClassifierHead::load(head_dir, &info.reference(), &candle_core::Device::Cpu)?;

@@ -11,7 +11,7 @@ use tierline::inference::heads::{head_folders, Activation, ClassifierHead, HeadC
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation, Report};
 use tierline::learn::feedback::{self, Scores};
-use tierline::learn::recipe::{self, Example};
+use tierline::learn::recipe::Example;
 use tierline::learn::train::{self, HeadShape, Split};
 use tierline::storage::{FeedbackFilter, FeedbackStatus, Store};
 
@@ -48,7 +48,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     // The candidate has the served head's shape (an ensemble is already merged into it).
     recipe.hidden = card.hidden.clone();
     recipe.train.ensemble = 1;
-    let splits = recipe::split(base, &recipe.train);
+    let splits = recipe.split(base);
 
     // The feedback, split into training and held-out parts.
     let database = config.data_dir.join(&config.support.database);

@@ -75,7 +75,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         eprintln!("source {:<14} {:>6} examples", source.name, rows.len());
         examples.extend(rows);
     }
-    let splits = recipe::split(examples, &recipe.train);
+    let splits = recipe.split(examples);
     eprintln!("split: train {}, dev {}, test {}", splits.train.len(), splits.dev.len(), splits.test.len());
 
     let engine = start_engine(&config)?;
@@ -276,6 +276,7 @@ fn file_recipe(args: &TrainArgs, head: Option<&str>, file: &Path) -> anyhow::Res
         mapping_key: None,
         keep_only_mapped: false,
         sample: None,
+        train_only: false,
     };
     let recipe = Recipe {
         name: name.clone(),

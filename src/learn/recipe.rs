@@ -98,6 +98,10 @@ pub struct Source {
     /// Random subsample of at most this many rows (seeded).
     #[serde(default)]
     pub sample: Option<usize>,
+    /// Extra training data only: none of it goes to dev or test, and the other sources split
+    /// exactly as they would without it, so held-out figures stay comparable.
+    #[serde(default)]
+    pub train_only: bool,
 }
 
 /// One head label, or several for one source label.
@@ -214,6 +218,19 @@ pub struct Splits {
     pub train: Vec<Example>,
     pub dev: Vec<Example>,
     pub test: Vec<Example>,
+}
+
+impl Recipe {
+    /// Train / dev / test splits of `examples`, honouring the sources' `train_only`.
+    pub fn split(&self, examples: Vec<Example>) -> Splits {
+        let extra: std::collections::BTreeSet<&str> =
+            self.sources.iter().filter(|s| s.train_only).map(|s| s.name.as_str()).collect();
+        let (extra_rows, rows): (Vec<Example>, Vec<Example>) =
+            examples.into_iter().partition(|e| extra.contains(e.source.as_str()));
+        let mut splits = split(rows, &self.train);
+        splits.train.extend(extra_rows);
+        splits
+    }
 }
 
 pub fn split(mut examples: Vec<Example>, settings: &TrainSettings) -> Splits {
