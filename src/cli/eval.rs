@@ -285,10 +285,7 @@ fn eval_on_recipe(
     let info = engine.info().clone();
     let head = ClassifierHead::load(head_dir, &info.reference(), &candle_core::Device::Cpu)?;
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| -> anyhow::Result<Vec<f32>> {
-        let texts: Vec<String> = rows.iter().map(|e| e.text.clone()).collect();
-        cache.embed(&engine, &texts, label)
-    };
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
     let test_x = embed(&splits.test, "test")?;
     let evaluations =
         super::train::held_out_evaluations(&recipe, &recipe_dir, data_dir, &splits.test, &test_x, &head, &embed)?;

@@ -83,10 +83,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     );
 
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| -> anyhow::Result<Vec<f32>> {
-        let texts: Vec<String> = rows.iter().map(|e| e.text.clone()).collect();
-        cache.embed(&engine, &texts, label)
-    };
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
     let (mut train_x, dev_x, test_x) =
         (embed(&splits.train, "train")?, embed(&splits.dev, "dev")?, embed(&splits.test, "test")?);
     let (feedback_x, held_out_x) = (embed(&feedback.train, "feedback")?, embed(&feedback.held_out, "held-out")?);

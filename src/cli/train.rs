@@ -81,10 +81,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
     let engine = start_engine(&config)?;
     let info = engine.info().clone();
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| -> anyhow::Result<Vec<f32>> {
-        let texts: Vec<String> = rows.iter().map(|e| e.text.clone()).collect();
-        cache.embed(&engine, &texts, label)
-    };
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
     let (train_x, dev_x, test_x) =
         (embed(&splits.train, "train")?, embed(&splits.dev, "dev")?, embed(&splits.test, "test")?);
 

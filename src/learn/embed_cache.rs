@@ -8,6 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
 use crate::inference::{Engine, Precision};
+use crate::learn::recipe::Example;
 
 /// Texts per engine call: large enough to fill batches, small enough for smooth progress.
 const CHUNK: usize = 256;
@@ -19,6 +20,12 @@ pub struct EmbedCache {
 impl EmbedCache {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self { dir: dir.into() }
+    }
+
+    /// `embed` over the examples' texts.
+    pub fn embed_examples(&self, engine: &Engine, examples: &[Example], label: &str) -> anyhow::Result<Vec<f32>> {
+        let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
+        self.embed(engine, &texts, label)
     }
 
     /// Row-major `[texts.len(), dimensions]` embeddings, from the cache or computed through the

@@ -3,27 +3,13 @@
 
 use rayon::prelude::*;
 
-use super::{math, max, multiversion, LANES};
+use super::{math, max, multiversion, SharedOut, LANES};
 
 /// One sequence inside the packed token matrix: rows `start..start + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqSpan {
     pub start: usize,
     pub len: usize,
-}
-
-/// Raw output pointer shared by tasks that write disjoint (row, head) blocks.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: every task writes a distinct set of elements (its sequence's rows x its head's columns).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// Going through a method makes closures capture the whole (Send) wrapper, not the raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// `qkv` is `[tokens, 3 * hidden]` (queries, keys, values side by side, heads contiguous inside
@@ -33,7 +19,7 @@ pub fn attention_varlen(qkv: &[f32], spans: &[SeqSpan], num_heads: usize, head_d
     let tokens = spans.last().map_or(0, |s| s.start + s.len);
     assert_eq!(qkv.len(), tokens * 3 * hidden, "qkv must be [tokens, 3 * hidden]");
     assert_eq!(out.len(), tokens * hidden, "out must be [tokens, hidden]");
-    let out_ptr = OutPtr(out.as_mut_ptr());
+    let out_ptr = SharedOut::new(out);
     let scale = 1.0 / (head_dim as f32).sqrt();
     (0..spans.len() * num_heads).into_par_iter().for_each_init(Scratch::default, |scratch, task| {
         let span = spans[task / num_heads];

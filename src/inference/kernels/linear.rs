@@ -4,6 +4,8 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::SharedOut;
+
 pub struct PackedLinear {
     /// `W^T`, row-major `[in_dim, out_dim]`.
     weight_t: Vec<f32>,
@@ -60,7 +62,7 @@ impl PackedLinear {
             // A short batch (one text is ~36 rows) gives gemm's own row-wise parallelism too
             // little to split: each thread takes a slice of the output columns instead.
             let columns = self.out_dim.div_ceil(threads).next_multiple_of(16);
-            let dst = SharedDst(out.as_mut_ptr());
+            let dst = SharedOut::new(out);
             (0..self.out_dim.div_ceil(columns)).into_par_iter().for_each(|part| {
                 let first = part * columns;
                 let width = columns.min(self.out_dim - first);
@@ -71,7 +73,7 @@ impl PackedLinear {
         }
         let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         // SAFETY: `out` holds rows x out_dim values and no one else writes it.
-        unsafe { self.gemm_columns(x, rows, SharedDst(out.as_mut_ptr()), 0, self.out_dim, parallelism) };
+        unsafe { self.gemm_columns(x, rows, SharedOut::new(out), 0, self.out_dim, parallelism) };
     }
 
     /// `out[:, first..first + width] += x W^T[:, first..first + width]`.
@@ -82,7 +84,7 @@ impl PackedLinear {
         &self,
         x: &[f32],
         rows: usize,
-        out: SharedDst,
+        out: SharedOut,
         first: usize,
         width: usize,
         parallelism: Parallelism,
@@ -94,7 +96,7 @@ impl PackedLinear {
                 rows,
                 width,
                 self.in_dim,
-                out.0.add(first),
+                out.get().add(first),
                 1,
                 self.out_dim as isize,
                 true,
@@ -117,9 +119,3 @@ impl PackedLinear {
 
 /// Below this many rows, threads split the output columns rather than gemm splitting rows.
 const SMALL_BATCH_ROWS: usize = 128;
-
-#[derive(Clone, Copy)]
-struct SharedDst(*mut f32);
-// SAFETY: threads write disjoint column ranges through it (see `forward`).
-unsafe impl Send for SharedDst {}
-unsafe impl Sync for SharedDst {}

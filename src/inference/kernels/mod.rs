@@ -80,6 +80,24 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
+/// An output buffer shared by parallel tasks that each write their own disjoint part of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+// SAFETY: every user hands each task a distinct set of elements to write.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// Going through a method makes closures capture the whole (Send) wrapper, not the raw field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Lanes used by the accumulator arrays: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 

@@ -11,6 +11,8 @@
 
 use rayon::prelude::*;
 
+use super::SharedOut;
+
 /// Output columns per panel: two AVX2 registers of i32 lanes.
 const PANEL: usize = 16;
 /// Rows per micro-tile: 6 rows x 2 registers = 12 accumulators, plus 2 weight and 1 broadcast
@@ -69,7 +71,7 @@ impl QuantizedLinear {
         let mut scales = vec![0.0f32; panels * PANEL];
         let mut row = vec![0i8; in_dim];
         for o in 0..out_dim {
-            scales[o] = quantize_symmetric(&weight[o * in_dim..(o + 1) * in_dim], &mut row);
+            scales[o] = super::quantize_i8(&weight[o * in_dim..(o + 1) * in_dim], &mut row);
             let (panel, column) = (o / PANEL, o % PANEL);
             for (i, &q) in row.iter().enumerate() {
                 let (pair, half) = (i / 2, i % 2);
@@ -152,7 +154,7 @@ impl QuantizedLinear {
         let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
         let panels_per_group = self.panels.div_ceil(panel_groups);
         let tasks = row_chunks * panel_groups;
-        let output = SharedOut(out.as_mut_ptr());
+        let output = SharedOut::new(out);
         let scratch = &*scratch;
         let run = |task: usize| {
             let (chunk, group) = (task / panel_groups, task % panel_groups);
@@ -195,7 +197,7 @@ impl QuantizedLinear {
                     weights,
                     col_scales: &self.scales[first_column..first_column + PANEL],
                     bias: &self.bias[first_column..first_column + PANEL],
-                    out: unsafe { out.0.add(row * self.out_dim + first_column) },
+                    out: unsafe { out.get().add(row * self.out_dim + first_column) },
                     out_stride: self.out_dim,
                     columns,
                 };
@@ -209,12 +211,6 @@ impl QuantizedLinear {
         }
     }
 }
-
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: tasks write disjoint rectangles through it (see `run_block`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// One micro-tile: up to TILE_ROWS rows of quantised activations times one weight panel.
 struct Tile<'a> {
@@ -230,16 +226,7 @@ struct Tile<'a> {
 }
 
 fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        *AVX2.get_or_init(|| super::simd_level() != super::SimdLevel::Baseline)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    cfg!(target_arch = "x86_64") && super::simd_level() != super::SimdLevel::Baseline
 }
 
 /// The reference kernel: the same integer sums and the same float epilogue as the AVX2 one.
@@ -343,20 +330,6 @@ mod avx2 {
             }
         }
     }
-}
-
-/// Symmetric per-vector quantisation to [-127, 127]: `x ~ q * scale` (scale 0 for a zero vector).
-fn quantize_symmetric(values: &[f32], out: &mut [i8]) -> f32 {
-    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    if max == 0.0 {
-        out.fill(0);
-        return 0.0;
-    }
-    let inverse = QMAX / max;
-    for (q, v) in out.iter_mut().zip(values) {
-        *q = (v * inverse).round_ties_even() as i8;
-    }
-    max / QMAX
 }
 
 super::multiversion!(fn quantize_rows(x: &[f32], in_dim: usize, stride: usize, qmax: f32, scratch: &mut QuantScratch) => quantize_rows_body);
