@@ -41,9 +41,12 @@ impl TestServer {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Sends on a connection of its own: a rejected oversized body makes the server close the
+    /// connection while the client may still be writing, and a pooled client could hand that
+    /// dead connection to the next request.
     pub async fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-        let response = self
-            .client
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        let response = client
             .post(format!("{}{path}", self.base))
             .header("content-type", content_type)
             .body(body)
