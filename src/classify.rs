@@ -131,7 +131,7 @@ impl Classifier {
             heads.into_iter().filter(|h| !self.checkpoints.iter().any(|c| c.name == h.card().name)).collect();
         let set = HeadSet::new(heads.iter().map(|h| h.clone() as Arc<dyn Head>).collect())?;
         let mut served = self.heads.write().unwrap_or_else(|p| p.into_inner());
-        self.engine.set_heads(set);
+        self.engine.set_heads(set)?;
         *served = Arc::new(heads);
         Ok(())
     }

@@ -106,3 +106,50 @@ fn int8_refuses_the_generic_backend() {
     let err = tierline::inference::load_encoder(&config, BackendKind::Generic, false).err().unwrap();
     assert!(format!("{err:#}").contains("int8 runs on the packed backend"), "{err:#}");
 }
+
+/// Layer pools of RESET from transformers' `output_hidden_states` (same weights, PyTorch f32):
+/// first values of the normalised mean of layers 1, 3 and 6, and of the last layer's max.
+const RESET_LAYER_POOLS: [(usize, [f32; 4]); 4] = [
+    (0, [0.011995, 0.003537, 0.022553, 0.024206]),
+    (2, [-0.008072, 0.028125, 0.065883, -0.006092]),
+    (5, [0.006903, -0.063023, -0.072044, -0.032496]),
+    (6, [0.056982, -0.01476, -0.006721, 0.029724]),
+];
+
+fn layer_pools(encoder: &tierline::inference::Encoder, texts: &[&str]) -> Vec<Vec<f32>> {
+    let ids: Vec<Vec<u32>> = texts.iter().map(|t| encoder.tokenize(t).unwrap().ids).collect();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    let encoded = encoder.encode(&refs, true).unwrap();
+    encoded.layer_pools.expect("asked for").to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn layer_pools_match_reference_values_on_both_backends_and_in_any_batch() {
+    let long = "My invoice for March shows two charges for the Pro plan, one on the 3rd and one on the 4th.";
+    let mut per_backend = Vec::new();
+    for backend in [BackendKind::Packed, BackendKind::Generic] {
+        let encoder = encoder(backend);
+        assert_eq!(encoder.info().layer_pools, Some(7 * 384));
+        let pools = layer_pools(encoder, &[long, RESET, "hi"]);
+        let reset = &pools[1];
+        assert_eq!(reset.len(), 7 * 384);
+        for (slot, want) in RESET_LAYER_POOLS {
+            for (i, (got, want)) in reset[slot * 384..].iter().zip(want).enumerate() {
+                assert!((got - want).abs() < 1e-4, "{backend:?} slot {slot} value {i}: {got} vs {want}");
+            }
+        }
+        for slot in reset.chunks_exact(384) {
+            let norm: f32 = slot.iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "{backend:?}: every slot is L2-normalised (norm {norm})");
+        }
+        let alone = &layer_pools(encoder, &[RESET])[0];
+        let diff = alone.iter().zip(reset).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-5, "{backend:?}: alone vs in a batch, max difference {diff}");
+        per_backend.push(pools);
+    }
+    for (packed, generic) in per_backend[0].iter().zip(&per_backend[1]) {
+        for (a, b) in packed.chunks_exact(384).zip(generic.chunks_exact(384)) {
+            assert!(cosine(a, b) > 0.9999, "backends agree slot by slot");
+        }
+    }
+}

@@ -1,13 +1,15 @@
 //! Heads on the shared encoder: the committed defaults load and predict clear examples, a head
-//! from another encoder is refused, and a Hugging Face sequence-classification checkpoint (a
+//! from another encoder (or of another input width) is refused, and a Hugging Face sequence-classification checkpoint (a
 //! tiny random one written here) loads with its own labels.
 
 mod common;
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device};
 use tierline::classify::{Classifier, HeadResult};
 use tierline::inference::checkpoint::SequenceClassifier;
-use tierline::inference::heads::{load_heads, Activation, ClassifierHead};
+use tierline::inference::heads::{load_heads, Activation, ClassifierHead, Head, HeadInput};
 use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet, ResolvedModel};
 
 fn classifier() -> Classifier {
@@ -89,6 +91,34 @@ fn a_head_trained_on_another_encoder_refuses_to_load() {
     std::fs::write(dir.path().join("card.json"), card).unwrap();
     let err = ClassifierHead::load(dir.path(), &encoder, &Device::Cpu).err().expect("refused").to_string();
     assert!(err.contains("was trained on encoder") && err.contains("retrain"), "{err}");
+}
+
+#[test]
+fn a_layer_pools_head_of_the_wrong_width_is_refused_when_served() {
+    let classifier = classifier();
+    let engine = classifier.engine();
+    let mut card = tierline::inference::heads::HeadCard::read(&common::root().join("models/heads/sentiment")).unwrap();
+    card.input = HeadInput::LayerPools;
+    card.hidden = Vec::new();
+    let head_of_width = |width: usize| {
+        let head = ClassifierHead::from_parts(card.clone(), &head_weights_of_width(width)).unwrap();
+        HeadSet::new(vec![Arc::new(head) as Arc<dyn Head>]).unwrap()
+    };
+    let err = engine.set_heads(head_of_width(3 * 384)).expect_err("refused").to_string();
+    assert!(err.contains("width 1152") && err.contains("2688"), "{err}");
+    engine.set_heads(head_of_width(7 * 384)).expect("the encoder's own width is served");
+    let scores = engine.embed_blocking(&["hello".to_string()]).unwrap();
+    assert_eq!(scores[0].heads["sentiment"], vec![1.0 / 3.0; 3], "zero weights: uniform softmax");
+    let err = ClassifierHead::from_parts(card.clone(), &head_weights_of_width(100)).err().unwrap().to_string();
+    assert!(err.contains("multiple of the encoder's 384"), "{err}");
+    engine.shutdown();
+}
+
+fn head_weights_of_width(width: usize) -> std::collections::HashMap<String, candle_core::Tensor> {
+    std::collections::HashMap::from([
+        ("layer0.weight".to_string(), candle_core::Tensor::zeros((3, width), DType::F32, &Device::Cpu).unwrap()),
+        ("layer0.bias".to_string(), candle_core::Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()),
+    ])
 }
 
 /// Writes a tiny random BERT sequence-classification checkpoint: config.json with id2label,

@@ -117,17 +117,14 @@ impl Candidate {
         }
     }
 
-    /// Probabilities for `texts`; heads read the cached embeddings `x`.
-    fn probabilities(&self, texts: &[String], x: &[f32]) -> anyhow::Result<Vec<Vec<f32>>> {
+    /// Probabilities for `texts`; heads read their inputs through the cache.
+    fn probabilities(&self, texts: &[String], cache: &EmbedCache, engine: &Engine) -> anyhow::Result<Vec<Vec<f32>>> {
         match self {
-            Candidate::Head(head) => eval::head_probabilities(head, x, texts.len()),
-            Candidate::Checkpoint { model, .. } => {
-                let mut probs = Vec::with_capacity(texts.len());
-                for chunk in texts.chunks(32) {
-                    probs.extend(model.classify(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
-                }
-                Ok(probs)
+            Candidate::Head(head) => {
+                let x = cache.embed(engine, head.card().input, texts, "eval")?;
+                eval::head_probabilities(head, &x, texts.len())
             }
+            Candidate::Checkpoint { model, .. } => checkpoint_probabilities(model, texts),
         }
     }
 
@@ -137,16 +134,24 @@ impl Candidate {
         let started = Instant::now();
         match self {
             Candidate::Head(head) => {
-                let fresh = engine.embed_blocking(sample)?;
-                let x: Vec<f32> = fresh.iter().flat_map(|o| o.embedding.iter().copied()).collect();
-                eval::head_probabilities(head, &x, sample.len())?;
+                let fresh = engine.inputs_blocking(sample, head.card().input)?;
+                eval::head_probabilities(head, &fresh.concat(), sample.len())?;
             }
-            Candidate::Checkpoint { .. } => {
-                self.probabilities(sample, &[])?;
+            Candidate::Checkpoint { model, .. } => {
+                checkpoint_probabilities(model, sample)?;
             }
         }
         Ok(started.elapsed().as_secs_f64() * 1e3 / sample.len() as f64)
     }
+}
+
+/// A checkpoint's own passes over `texts`, 32 at a time.
+fn checkpoint_probabilities(model: &SequenceClassifier, texts: &[String]) -> anyhow::Result<Vec<Vec<f32>>> {
+    let mut probs = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(32) {
+        probs.extend(model.classify(&chunk.iter().map(String::as_str).collect::<Vec<_>>())?);
+    }
+    Ok(probs)
 }
 
 pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
@@ -198,16 +203,12 @@ pub fn run(config: Config, args: EvalArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(!examples.is_empty(), "{} holds no examples", file.display());
     let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-    let x = if candidates.iter().any(|c| matches!(c, Candidate::Head(_))) {
-        EmbedCache::new(config.data_dir.join("cache/embeddings")).embed(&engine, &texts, "eval")?
-    } else {
-        Vec::new()
-    };
+    let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
     let sample = &texts[..texts.len().min(256)];
     let mut evaluations: Vec<Evaluation> = Vec::new();
     let mut latencies = Vec::new();
     for candidate in &candidates {
-        let probs = candidate.probabilities(&texts, &x)?;
+        let probs = candidate.probabilities(&texts, &cache, &engine)?;
         let name = format!("{} on {}", candidate.name(), file.display());
         evaluations.push(eval::evaluate_probabilities(
             &name,
@@ -285,7 +286,7 @@ fn eval_on_recipe(
     let info = engine.info().clone();
     let head = ClassifierHead::load(head_dir, &info.reference(), &candle_core::Device::Cpu)?;
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, head.card().input, rows, label);
     let test_x = embed(&splits.test, "test")?;
     let evaluations =
         super::train::held_out_evaluations(&recipe, &recipe_dir, data_dir, &splits.test, &test_x, &head, &embed)?;

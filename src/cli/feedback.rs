@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tierline::config::Config;
 use tierline::inference::head_versions::HeadVersions;
-use tierline::inference::heads::{head_folders, Activation, ClassifierHead, HeadCard};
+use tierline::inference::heads::{head_folders, Activation, ClassifierHead, Head, HeadCard};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation, Report};
 use tierline::learn::feedback::{self, Scores};
@@ -83,7 +83,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     );
 
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, card.input, rows, label);
     let (mut train_x, dev_x, test_x) =
         (embed(&splits.train, "train")?, embed(&splits.dev, "dev")?, embed(&splits.test, "test")?);
     let (feedback_x, held_out_x) = (embed(&feedback.train, "feedback")?, embed(&feedback.held_out, "held-out")?);
@@ -93,8 +93,12 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
         train_x.extend_from_slice(&feedback_x);
     }
 
-    let shape =
-        HeadShape { dims: info.dimensions, hidden: &recipe.hidden, labels: card.labels.len(), multi_label: false };
+    let shape = HeadShape {
+        dims: current.input_dimensions(),
+        hidden: &recipe.hidden,
+        labels: card.labels.len(),
+        multi_label: false,
+    };
     let outcome = train::train(
         &shape,
         &recipe.train,

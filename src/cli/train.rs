@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use tierline::config::Config;
-use tierline::inference::heads::{Activation, ClassifierHead, HeadCard};
+use tierline::inference::heads::{Activation, ClassifierHead, Head, HeadCard};
 use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
@@ -81,12 +81,12 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
     let engine = start_engine(&config)?;
     let info = engine.info().clone();
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, rows, label);
+    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, recipe.input, rows, label);
     let (train_x, dev_x, test_x) =
         (embed(&splits.train, "train")?, embed(&splits.dev, "dev")?, embed(&splits.test, "test")?);
 
     let shape = HeadShape {
-        dims: info.dimensions,
+        dims: info.input_dimensions(recipe.input)?,
         hidden: &recipe.hidden,
         labels: recipe.labels.len(),
         multi_label: recipe.multi_label,
@@ -111,6 +111,7 @@ pub fn run(config: Config, args: TrainArgs) -> anyhow::Result<()> {
         task: recipe.task.clone(),
         labels: recipe.labels.clone(),
         activation: if recipe.multi_label { Activation::Sigmoid } else { Activation::Softmax },
+        input: recipe.input,
         hidden,
         encoder: info.reference(),
         temperature: outcome.temperature,
@@ -161,7 +162,7 @@ pub fn held_out_evaluations(
     head: &ClassifierHead,
     embed: &EmbedFn,
 ) -> anyhow::Result<Vec<Evaluation>> {
-    let dims = head.card().encoder.dimensions;
+    let dims = head.input_dimensions();
     let mut evaluations = vec![eval::evaluate("test (held-out split)", head, test_x, test)?];
     for source in recipe.sources.iter().map(|s| s.name.clone()) {
         let (rows, x) = subset(test, test_x, dims, |e| e.source == source);
@@ -281,6 +282,7 @@ fn file_recipe(args: &TrainArgs, head: Option<&str>, file: &Path) -> anyhow::Res
         labels,
         multi_label: args.multi_label,
         hidden: args.hidden.clone(),
+        input: Default::default(),
         train: Default::default(),
         sources: vec![source],
         evaluations: Vec::new(),

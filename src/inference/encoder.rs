@@ -2,16 +2,22 @@
 //! sentence-transformers config says. Two backends compute the same function:
 //! - `packed`: our padding-free BERT with fused CPU kernels (BERT on CPU, the fast path);
 //! - `generic`: candle-transformers' BERT, DistilBERT and XLM-RoBERTa on any candle device.
+//!
+//! Besides the pooled embedding, BERT encoders (both backends) can give the layer pools that
+//! `HeadInput::LayerPools` heads read, from the same pass.
 
 use std::path::Path;
 
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::{bert, distilbert, xlm_roberta};
+use candle_transformers::models::{distilbert, xlm_roberta};
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
+use super::heads::{Encoded, HeadInput};
+use super::kernels::SeqSpan;
+use super::layered_bert::LayeredBert;
 use super::packed_bert::{BertConfig, PackedBert};
 use super::source::ResolvedModel;
 
@@ -65,11 +71,14 @@ pub struct EncoderInfo {
     pub max_tokens: usize,
     pub pooling: Pooling,
     pub normalize: bool,
+    /// Width of the layer pools (`(layers + 1) * dimensions`); none when the backend cannot
+    /// give them (DistilBERT, XLM-RoBERTa).
+    pub layer_pools: Option<usize>,
 }
 
 enum Backend {
     Packed(PackedBert),
-    Bert(bert::BertModel),
+    Bert(LayeredBert),
     DistilBert(distilbert::DistilBertModel),
     XlmRoberta(xlm_roberta::XLMRobertaModel),
 }
@@ -155,6 +164,16 @@ impl EncoderInfo {
     /// What a head records about the encoder it was trained on.
     pub fn reference(&self) -> super::heads::EncoderRef {
         super::heads::EncoderRef { id: self.id.clone(), revision: self.revision.clone(), dimensions: self.dimensions }
+    }
+
+    /// Width of the rows a head of `input` reads, or why this encoder cannot feed it.
+    pub fn input_dimensions(&self, input: HeadInput) -> anyhow::Result<usize> {
+        match input {
+            HeadInput::Embedding => Ok(self.dimensions),
+            HeadInput::LayerPools => self.layer_pools.with_context(|| {
+                format!("the {} encoder ({} backend) cannot give layer pools", self.architecture, self.backend)
+            }),
+        }
     }
 }
 
@@ -248,13 +267,13 @@ impl Encoder {
             match config.unsupported_reason() {
                 Some(reason) if backend == BackendKind::Auto && precision == Precision::F32 => {
                     tracing::info!(%reason, "packed backend not applicable, using the generic one");
-                    Backend::Bert(bert::BertModel::load(vb, &serde_json::from_str(&config_text)?)?)
+                    Backend::Bert(LayeredBert::load(vb, &serde_json::from_str(&config_text)?)?)
                 }
                 _ => Backend::Packed(PackedBert::load(vb, &config, threads, precision)?),
             }
         } else {
             match arch {
-                "bert" => Backend::Bert(bert::BertModel::load(vb, &serde_json::from_str(&config_text)?)?),
+                "bert" => Backend::Bert(LayeredBert::load(vb, &serde_json::from_str(&config_text)?)?),
                 "distilbert" => {
                     Backend::DistilBert(distilbert::DistilBertModel::load(vb, &serde_json::from_str(&config_text)?)?)
                 }
@@ -273,6 +292,11 @@ impl Encoder {
             Backend::Packed(_) => "packed",
             _ => "generic",
         };
+        let layer_pools = match &backend {
+            Backend::Packed(model) => Some((model.num_layers() + 1) * dimensions),
+            Backend::Bert(model) => Some((model.num_layers() + 1) * dimensions),
+            Backend::DistilBert(_) | Backend::XlmRoberta(_) => None,
+        };
         let info = EncoderInfo {
             id: model.id.clone(),
             revision: model.revision.clone(),
@@ -284,6 +308,7 @@ impl Encoder {
             max_tokens,
             pooling,
             normalize,
+            layer_pools,
         };
         tracing::info!(model = %info.id, arch, backend = backend_name, precision = precision.as_str(), max_tokens, ?pooling, normalize, "encoder loaded");
         Ok(Self { info, tokenizer, backend, device: device.clone() })
@@ -308,50 +333,72 @@ impl Encoder {
     /// Pooled (and, per the model config, L2-normalised) embeddings `[batch, dimensions]`, on the
     /// encoder's device.
     pub fn embed(&self, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
-        if batch.is_empty() {
-            return Ok(Tensor::zeros((0, self.info.dimensions), DType::F32, &self.device)?);
-        }
-        let pooled = match &self.backend {
-            Backend::Packed(model) => self.embed_packed(model, batch)?,
-            _ => self.embed_generic(batch)?,
-        };
-        if !self.info.normalize {
-            return Ok(pooled);
-        }
-        let norms = pooled.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        Ok(pooled.broadcast_div(&norms)?)
+        Ok(self.encode(batch, false)?.pooled)
     }
 
-    fn embed_packed(&self, model: &PackedBert, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
+    /// One pass over `batch`: the pooled embeddings and, when `layer_pools`, the layer pools.
+    pub fn encode(&self, batch: &[&[u32]], layer_pools: bool) -> anyhow::Result<Encoded> {
+        if layer_pools {
+            self.info.input_dimensions(HeadInput::LayerPools)?;
+        }
+        if batch.is_empty() {
+            let pooled = Tensor::zeros((0, self.info.dimensions), DType::F32, &self.device)?;
+            let pools = match layer_pools {
+                true => Some(Tensor::zeros((0, self.info.layer_pools.unwrap_or(0)), DType::F32, &self.device)?),
+                false => None,
+            };
+            return Ok(Encoded { pooled, layer_pools: pools });
+        }
+        let (pooled, pools) = match &self.backend {
+            Backend::Packed(model) => self.encode_packed(model, batch, layer_pools)?,
+            _ => self.encode_generic(batch, layer_pools)?,
+        };
+        let pooled = match self.info.normalize {
+            true => l2_normalize(&pooled)?,
+            false => pooled,
+        };
+        Ok(Encoded { pooled, layer_pools: pools })
+    }
+
+    fn encode_packed(
+        &self,
+        model: &PackedBert,
+        batch: &[&[u32]],
+        layer_pools: bool,
+    ) -> anyhow::Result<(Tensor, Option<Tensor>)> {
         let h = model.hidden_size();
+        let slots = model.num_layers() + 1;
+        let mut pools = layer_pools.then(|| vec![0.0f32; batch.len() * slots * h]);
         let pooling = self.info.pooling;
-        let pooled = model.forward(batch, |states, spans| {
+        let observe = |layer: usize, states: &[f32], spans: &[SeqSpan]| {
+            let Some(pools) = pools.as_mut() else { return };
+            for (row, span) in pools.chunks_exact_mut(slots * h).zip(spans) {
+                let rows = &states[span.start * h..(span.start + span.len) * h];
+                pool_rows(rows, h, Pooling::Mean, &mut row[layer * h..(layer + 1) * h]);
+                if layer + 2 == slots {
+                    pool_rows(rows, h, Pooling::Max, &mut row[(layer + 1) * h..]);
+                }
+            }
+        };
+        let pooled = model.forward_observed(batch, observe, |states, spans| {
             let mut pooled = vec![0.0f32; spans.len() * h];
             for (out, span) in pooled.chunks_exact_mut(h).zip(spans) {
-                let rows = &states[span.start * h..(span.start + span.len) * h];
-                match pooling {
-                    Pooling::Cls => out.copy_from_slice(&rows[..h]),
-                    Pooling::Mean => {
-                        for row in rows.chunks_exact(h) {
-                            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
-                        }
-                        let inv = 1.0 / span.len as f32;
-                        out.iter_mut().for_each(|o| *o *= inv);
-                    }
-                    Pooling::Max => {
-                        out.fill(f32::NEG_INFINITY);
-                        for row in rows.chunks_exact(h) {
-                            out.iter_mut().zip(row).for_each(|(o, v)| *o = o.max(*v));
-                        }
-                    }
-                }
+                pool_rows(&states[span.start * h..(span.start + span.len) * h], h, pooling, out);
             }
             pooled
         })?;
-        Ok(Tensor::from_vec(pooled, (batch.len(), h), &Device::Cpu)?)
+        let pooled = Tensor::from_vec(pooled, (batch.len(), h), &Device::Cpu)?;
+        let pools = match pools {
+            Some(mut pools) => {
+                pools.chunks_exact_mut(h).for_each(normalize_in_place);
+                Some(Tensor::from_vec(pools, (batch.len(), slots * h), &Device::Cpu)?)
+            }
+            None => None,
+        };
+        Ok((pooled, pools))
     }
 
-    fn embed_generic(&self, batch: &[&[u32]]) -> anyhow::Result<Tensor> {
+    fn encode_generic(&self, batch: &[&[u32]], layer_pools: bool) -> anyhow::Result<(Tensor, Option<Tensor>)> {
         let longest = batch.iter().map(|ids| ids.len()).max().unwrap_or(0);
         let pad_id = self.tokenizer.get_padding().map_or(0, |p| p.pad_id);
         let mut ids = Vec::with_capacity(batch.len() * longest);
@@ -366,30 +413,76 @@ impl Encoder {
         let input_ids = Tensor::from_vec(ids, shape, &self.device)?;
         let attention_mask = Tensor::from_vec(mask, shape, &self.device)?;
         let token_type_ids = input_ids.zeros_like()?;
-        let states = match &self.backend {
-            Backend::Bert(model) => model.forward(&input_ids, &token_type_ids, Some(&attention_mask))?,
+        let mut layers = match &self.backend {
+            Backend::Bert(model) => model.forward_layers(&input_ids, &attention_mask)?,
             Backend::DistilBert(model) => {
                 // DistilBERT's mask marks the positions to hide.
                 let hide = attention_mask.eq(0u32)?.unsqueeze(1)?.unsqueeze(1)?;
-                model.forward(&input_ids, &hide)?
+                vec![model.forward(&input_ids, &hide)?]
             }
             Backend::XlmRoberta(model) => {
-                model.forward(&input_ids, &attention_mask, &token_type_ids, None, None, None)?
+                vec![model.forward(&input_ids, &attention_mask, &token_type_ids, None, None, None)?]
             }
             Backend::Packed(_) => unreachable!("packed models take the packed path"),
         };
         let mask = attention_mask.to_dtype(DType::F32)?.unsqueeze(D::Minus1)?;
-        let pooled = match self.info.pooling {
-            Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => states.broadcast_mul(&mask)?.sum(1)?.broadcast_div(&mask.sum(1)?)?,
-            Pooling::Max => {
-                // Padded positions must never win the max.
-                let hidden = (mask.ones_like()? - &mask)?.affine(-1e9, 0.0)?;
-                states.broadcast_add(&hidden)?.max(1)?
-            }
-        };
-        Ok(pooled)
+        let states = layers.last().context("the encoder has no layers")?;
+        let pooled = pool_padded(states, &mask, self.info.pooling)?;
+        if !layer_pools {
+            return Ok((pooled, None));
+        }
+        let last = pool_padded(states, &mask, Pooling::Max)?;
+        let mut slots = Vec::with_capacity(layers.len() + 1);
+        for states in layers.drain(..) {
+            slots.push(l2_normalize(&pool_padded(&states, &mask, Pooling::Mean)?)?);
+        }
+        slots.push(l2_normalize(&last)?);
+        Ok((pooled, Some(Tensor::cat(&slots, 1)?)))
     }
+}
+
+/// Pools one sequence's token states (`rows`, `[tokens, h]` row-major) into `out` `[h]`.
+fn pool_rows(rows: &[f32], h: usize, pooling: Pooling, out: &mut [f32]) {
+    match pooling {
+        Pooling::Cls => out.copy_from_slice(&rows[..h]),
+        Pooling::Mean => {
+            out.fill(0.0);
+            for row in rows.chunks_exact(h) {
+                out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+            }
+            let inv = 1.0 / (rows.len() / h) as f32;
+            out.iter_mut().for_each(|o| *o *= inv);
+        }
+        Pooling::Max => {
+            out.fill(f32::NEG_INFINITY);
+            for row in rows.chunks_exact(h) {
+                out.iter_mut().zip(row).for_each(|(o, v)| *o = o.max(*v));
+            }
+        }
+    }
+}
+
+fn normalize_in_place(row: &mut [f32]) {
+    let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    row.iter_mut().for_each(|v| *v /= norm);
+}
+
+/// Pools padded states `[batch, seq, h]` with `mask` `[batch, seq, 1]` (1 = token).
+fn pool_padded(states: &Tensor, mask: &Tensor, pooling: Pooling) -> candle_core::Result<Tensor> {
+    match pooling {
+        Pooling::Cls => states.narrow(1, 0, 1)?.squeeze(1),
+        Pooling::Mean => states.broadcast_mul(mask)?.sum(1)?.broadcast_div(&mask.sum(1)?),
+        Pooling::Max => {
+            // Padded positions must never win the max.
+            let hidden = (mask.ones_like()? - mask)?.affine(-1e9, 0.0)?;
+            states.broadcast_add(&hidden)?.max(1)
+        }
+    }
+}
+
+fn l2_normalize(rows: &Tensor) -> candle_core::Result<Tensor> {
+    let norms = rows.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+    rows.broadcast_div(&norms)
 }
 
 /// Tokenizes one text with special tokens, truncated at `max_tokens`.

@@ -15,7 +15,7 @@ use tokenizers::Tokenizer;
 use tokio::sync::oneshot;
 
 use super::encoder::{tokenize_with, Encoder, EncoderInfo, TokenizedText};
-use super::heads::HeadSet;
+use super::heads::{HeadInput, HeadSet};
 
 #[derive(Debug, Clone)]
 pub struct BatchLimits {
@@ -59,6 +59,9 @@ pub struct Embedded {
     pub heads: BTreeMap<String, Vec<f32>>,
     pub tokens: usize,
     pub truncated: bool,
+    /// The layer pools, only for callers that asked for them (training a layer-pools head).
+    #[serde(skip)]
+    pub layer_pools: Option<Vec<f32>>,
 }
 
 #[derive(Clone)]
@@ -129,6 +132,8 @@ struct PendingRequest {
     remaining: AtomicUsize,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
     admitted_at: Instant,
+    /// The caller wants the layer pools back, not just the embedding.
+    wants_layer_pools: bool,
 }
 
 impl PendingRequest {
@@ -239,9 +244,26 @@ impl Engine {
         &self.shared.limits
     }
 
-    /// Replaces the served heads; batches already running finish with the old set.
-    pub fn set_heads(&self, heads: HeadSet) {
+    /// Replaces the served heads, refusing any whose input this encoder cannot give; batches
+    /// already running finish with the old set.
+    pub fn set_heads(&self, heads: HeadSet) -> anyhow::Result<()> {
+        for head in heads.heads() {
+            let input = head.input();
+            let width = self
+                .shared
+                .info
+                .input_dimensions(input)
+                .map_err(|err| anyhow::anyhow!("head `{}` reads {}: {err}", head.name(), input.as_str()))?;
+            anyhow::ensure!(
+                width == head.input_dimensions(),
+                "head `{}` reads {} of width {} but this encoder gives {width}; retrain it on this encoder",
+                head.name(),
+                input.as_str(),
+                head.input_dimensions()
+            );
+        }
         *self.shared.heads.write().unwrap_or_else(|p| p.into_inner()) = heads;
+        Ok(())
     }
 
     pub fn heads(&self) -> HeadSet {
@@ -264,18 +286,38 @@ impl Engine {
         let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
             .await
             .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
-        let receiver = self.submit(tokenized, &mut admission)?;
+        let receiver = self.submit(tokenized, &mut admission, false)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
     /// Blocking variant for the CLI and benchmarks; never call it from async code.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>, EngineError> {
+        self.run_blocking(texts, false)
+    }
+
+    /// The rows a head of `input` reads, one per text, for training and evaluating heads.
+    /// Blocking, like `embed_blocking`.
+    pub fn inputs_blocking(&self, texts: &[String], input: HeadInput) -> Result<Vec<Vec<f32>>, EngineError> {
+        if input == HeadInput::LayerPools {
+            self.shared.info.input_dimensions(input).map_err(|err| EngineError::Inference(format!("{err:#}")))?;
+        }
+        let outputs = self.run_blocking(texts, input == HeadInput::LayerPools)?;
+        Ok(outputs
+            .into_iter()
+            .map(|output| match input {
+                HeadInput::Embedding => output.embedding,
+                HeadInput::LayerPools => output.layer_pools.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn run_blocking(&self, texts: &[String], wants_layer_pools: bool) -> Result<Vec<Embedded>, EngineError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let mut admission = self.admit(texts.len())?;
         let tokenized = tokenize_all(&self.shared, texts)?;
-        let receiver = self.submit(tokenized, &mut admission)?;
+        let receiver = self.submit(tokenized, &mut admission, wants_layer_pools)?;
         receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
     }
 
@@ -307,6 +349,7 @@ impl Engine {
         &self,
         tokenized: Vec<TokenizedText>,
         admission: &mut Admission<'_>,
+        wants_layer_pools: bool,
     ) -> Result<oneshot::Receiver<Reply>, EngineError> {
         let (tx, rx) = oneshot::channel();
         let request = Arc::new(PendingRequest {
@@ -314,6 +357,7 @@ impl Engine {
             remaining: AtomicUsize::new(tokenized.len()),
             reply: Mutex::new(Some(tx)),
             admitted_at: Instant::now(),
+            wants_layer_pools,
         });
         let guard = self.shared.sender.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(EngineError::Stopped)?;
@@ -423,11 +467,16 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     let sequences: Vec<&[u32]> = batch.iter().map(|job| job.text.ids.as_slice()).collect();
     let heads = shared.heads.read().unwrap_or_else(|p| p.into_inner()).clone();
     // A panic inside a kernel must fail this batch, not kill the engine.
+    let callers_want_pools = batch.iter().any(|job| job.request.wants_layer_pools);
     let outcome = catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<_> {
-        let pooled = encoder.embed(&sequences)?;
-        let head_scores = heads.run(&pooled)?;
-        let embeddings = pooled.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
-        Ok((embeddings, head_scores))
+        let encoded = encoder.encode(&sequences, callers_want_pools || heads.needs_layer_pools())?;
+        let head_scores = heads.run(&encoded)?;
+        let embeddings = encoded.pooled.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
+        let pools = match (&encoded.layer_pools, callers_want_pools) {
+            (Some(pools), true) => pools.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?,
+            _ => vec![Vec::new(); batch.len()],
+        };
+        Ok((embeddings, pools, head_scores))
     }));
     let elapsed = started.elapsed();
     let texts = batch.len();
@@ -440,10 +489,16 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     // Capacity goes back before the callers hear: one that sees its answer also sees it released.
     shared.release(texts);
     match outcome {
-        Ok(Ok((embeddings, head_scores))) => {
+        Ok(Ok((embeddings, pools, head_scores))) => {
             shared.metrics.texts_total.inc_by(texts as u64);
-            for ((job, embedding), heads) in batch.iter().zip(embeddings).zip(head_scores) {
-                let output = Embedded { embedding, heads, tokens: job.text.ids.len(), truncated: job.text.truncated };
+            for (((job, embedding), pools), heads) in batch.iter().zip(embeddings).zip(pools).zip(head_scores) {
+                let output = Embedded {
+                    embedding,
+                    heads,
+                    tokens: job.text.ids.len(),
+                    truncated: job.text.truncated,
+                    layer_pools: job.request.wants_layer_pools.then_some(pools),
+                };
                 job.request.complete(job.index, output);
             }
         }

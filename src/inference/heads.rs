@@ -1,5 +1,6 @@
-//! Heads: small models that read the pooled embedding. Every registered head runs on the same
-//! encoder pass as the embedding itself; adding a head never adds an encoder pass.
+//! Heads: small models that read the pooled embedding, or the pooled states of every layer.
+//! Every registered head runs on the same encoder pass as the embedding itself; adding a head
+//! never adds an encoder pass.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,13 +17,58 @@ pub enum Activation {
     Sigmoid,
 }
 
+/// What a head reads from the encoder pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadInput {
+    /// The pooled sentence embedding `[dimensions]`.
+    #[default]
+    Embedding,
+    /// Each layer's mean-pooled states then the last layer's max-pooled states, each
+    /// L2-normalised: `[(layers + 1) * dimensions]`. Lower layers keep surface cues (negation,
+    /// emphasis) that the sentence embedding averages away, which sentiment needs.
+    LayerPools,
+}
+
+impl HeadInput {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedding => "embedding",
+            Self::LayerPools => "layer-pools",
+        }
+    }
+}
+
+/// One encoder pass over a batch: what every head may read.
+pub struct Encoded {
+    /// `[batch, dimensions]`.
+    pub pooled: Tensor,
+    /// `[batch, (layers + 1) * dimensions]`, computed only when asked for.
+    pub layer_pools: Option<Tensor>,
+}
+
+impl Encoded {
+    /// The rows a head of `input` reads.
+    pub fn input(&self, input: HeadInput) -> candle_core::Result<&Tensor> {
+        match input {
+            HeadInput::Embedding => Ok(&self.pooled),
+            HeadInput::LayerPools => {
+                self.layer_pools.as_ref().ok_or_else(|| candle_core::Error::Msg("layer pools were not computed".into()))
+            }
+        }
+    }
+}
+
 pub trait Head: Send + Sync {
     /// Unique name, the key of its scores in every output (`sentiment`, `topic`...).
     fn name(&self) -> &str;
     fn labels(&self) -> &[String];
     fn activation(&self) -> Activation;
-    /// Scores `[batch, labels]` for pooled embeddings `[batch, dimensions]`.
-    fn scores(&self, pooled: &Tensor) -> candle_core::Result<Tensor>;
+    fn input(&self) -> HeadInput;
+    /// Width of the rows it reads.
+    fn input_dimensions(&self) -> usize;
+    /// Scores `[batch, labels]` for its input rows `[batch, input_dimensions]`.
+    fn scores(&self, input: &Tensor) -> candle_core::Result<Tensor>;
 }
 
 /// The heads served together; swapped as a whole so a batch never sees half an update.
@@ -44,12 +90,18 @@ impl HeadSet {
         &self.heads
     }
 
+    /// Whether any head reads the layer pools (the encoder then computes them).
+    pub fn needs_layer_pools(&self) -> bool {
+        self.heads.iter().any(|head| head.input() == HeadInput::LayerPools)
+    }
+
     /// Every head's scores for the batch, one map per row.
-    pub fn run(&self, pooled: &Tensor) -> candle_core::Result<Vec<BTreeMap<String, Vec<f32>>>> {
-        let rows = pooled.dim(0)?;
+    pub fn run(&self, encoded: &Encoded) -> candle_core::Result<Vec<BTreeMap<String, Vec<f32>>>> {
+        let rows = encoded.pooled.dim(0)?;
         let mut outputs = vec![BTreeMap::new(); rows];
         for head in &self.heads {
-            let scores = head.scores(pooled)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
+            let input = encoded.input(head.input())?;
+            let scores = head.scores(input)?.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
             for (output, row) in outputs.iter_mut().zip(scores) {
                 output.insert(head.name().to_string(), row);
             }
@@ -75,6 +127,9 @@ pub struct HeadCard {
     pub task: String,
     pub labels: Vec<String>,
     pub activation: Activation,
+    /// What it reads from the encoder pass.
+    #[serde(default)]
+    pub input: HeadInput,
     /// Hidden layer sizes; empty for a linear head.
     pub hidden: Vec<usize>,
     pub encoder: EncoderRef,
@@ -107,9 +162,11 @@ fn first_version() -> u32 {
     1
 }
 
-/// A small classifier over the pooled embedding: linear, or MLP with ReLU hidden layers.
+/// A small classifier over the pooled embedding (or layer pools): linear, or MLP with ReLU hidden
+/// layers.
 pub struct ClassifierHead {
     card: HeadCard,
+    input_dimensions: usize,
     /// `(W^T [in, out], b [out])` per layer.
     layers: Vec<(Tensor, Tensor)>,
 }
@@ -156,7 +213,21 @@ impl ClassifierHead {
     pub fn from_parts(card: HeadCard, weights: &std::collections::HashMap<String, Tensor>) -> anyhow::Result<Self> {
         use anyhow::Context;
         let mut layers = Vec::with_capacity(card.hidden.len() + 1);
-        let mut in_dim = card.encoder.dimensions;
+        let input_dimensions = match card.input {
+            HeadInput::Embedding => card.encoder.dimensions,
+            // The layer count is the encoder's; the engine checks it when the head is served.
+            HeadInput::LayerPools => {
+                let first = weights.get("layer0.weight").context("missing layer0.weight")?;
+                let width = first.dim(1)?;
+                anyhow::ensure!(
+                    width > card.encoder.dimensions && width % card.encoder.dimensions == 0,
+                    "a layer-pools head reads a multiple of the encoder's {} dimensions, not {width}",
+                    card.encoder.dimensions
+                );
+                width
+            }
+        };
+        let mut in_dim = input_dimensions;
         for (index, out_dim) in card.hidden.iter().copied().chain([card.labels.len()]).enumerate() {
             let weight =
                 weights.get(&format!("layer{index}.weight")).with_context(|| format!("missing layer{index}.weight"))?;
@@ -182,7 +253,7 @@ impl ClassifierHead {
                 || card.thresholds.len() == card.labels.len(),
             "thresholds must give one value per label"
         );
-        Ok(Self { card, layers })
+        Ok(Self { card, input_dimensions, layers })
     }
 
     pub fn card(&self) -> &HeadCard {
@@ -190,8 +261,8 @@ impl ClassifierHead {
     }
 
     /// Logits before temperature and activation.
-    pub fn logits(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
-        let mut x = pooled.clone();
+    pub fn logits(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = input.clone();
         let last = self.layers.len() - 1;
         for (index, (weight_t, bias)) in self.layers.iter().enumerate() {
             x = x.matmul(weight_t)?.broadcast_add(bias)?;
@@ -225,8 +296,16 @@ impl Head for ClassifierHead {
         self.card.activation
     }
 
-    fn scores(&self, pooled: &Tensor) -> candle_core::Result<Tensor> {
-        activate(&self.logits(pooled)?, self.card.activation, self.card.temperature)
+    fn input(&self) -> HeadInput {
+        self.card.input
+    }
+
+    fn input_dimensions(&self) -> usize {
+        self.input_dimensions
+    }
+
+    fn scores(&self, input: &Tensor) -> candle_core::Result<Tensor> {
+        activate(&self.logits(input)?, self.card.activation, self.card.temperature)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod head_versions;
 pub mod heads;
 pub mod kernels;
+pub mod layered_bert;
 pub mod manifest;
 pub mod packed_bert;
 pub mod source;

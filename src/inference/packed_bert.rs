@@ -201,9 +201,24 @@ impl PackedBert {
         self.hidden
     }
 
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Runs the encoder on `sequences` (token ids, already truncated) and hands the final token
     /// states, packed `[tokens, hidden]`, with each sequence's span to `consume`.
     pub fn forward<R>(&self, sequences: &[&[u32]], consume: impl FnOnce(&[f32], &[SeqSpan]) -> R) -> anyhow::Result<R> {
+        self.forward_observed(sequences, |_, _, _| {}, consume)
+    }
+
+    /// As `forward`, also showing `observe` the states after each layer (index from 0), the last
+    /// layer included, before `consume` runs.
+    pub fn forward_observed<R>(
+        &self,
+        sequences: &[&[u32]],
+        mut observe: impl FnMut(usize, &[f32], &[SeqSpan]),
+        consume: impl FnOnce(&[f32], &[SeqSpan]) -> R,
+    ) -> anyhow::Result<R> {
         let mut spans = Vec::with_capacity(sequences.len());
         let mut start = 0;
         for seq in sequences {
@@ -235,7 +250,7 @@ impl PackedBert {
         }
         kernels::layer_norm(&mut ws.hidden, &self.embedding_norm.gamma, &self.embedding_norm.beta, self.eps);
 
-        for layer in &self.layers {
+        for (index, layer) in self.layers.iter().enumerate() {
             layer.qkv.forward(&ws.hidden, tokens, &mut ws.qkv, self.threads, &mut ws.quantized);
             ws.context.resize(tokens * h, 0.0);
             kernels::attention_varlen(&ws.qkv, &spans, self.heads, h / self.heads, &mut ws.context);
@@ -258,6 +273,7 @@ impl PackedBert {
                 self.eps,
             );
             std::mem::swap(&mut ws.hidden, &mut ws.ffn);
+            observe(index, &ws.hidden, &spans);
         }
         Ok(consume(&ws.hidden, &spans))
     }

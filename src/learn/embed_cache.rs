@@ -1,5 +1,6 @@
-//! Embeddings of training texts cached on disk, keyed by encoder and texts, so retraining a head
-//! takes seconds instead of re-encoding tens of thousands of texts.
+//! Head inputs (embeddings or layer pools) of training texts cached on disk, keyed by encoder,
+//! input kind and texts, so retraining a head takes seconds instead of re-encoding tens of
+//! thousands of texts.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,8 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use sha2::{Digest, Sha256};
 
-use crate::inference::{Engine, Precision};
+use crate::inference::heads::HeadInput;
+use crate::inference::{Engine, EngineError, Precision};
 use crate::learn::recipe::Example;
 
 /// Texts per engine call: large enough to fill batches, small enough for smooth progress.
@@ -23,22 +25,32 @@ impl EmbedCache {
     }
 
     /// `embed` over the examples' texts.
-    pub fn embed_examples(&self, engine: &Engine, examples: &[Example], label: &str) -> anyhow::Result<Vec<f32>> {
+    pub fn embed_examples(
+        &self,
+        engine: &Engine,
+        input: HeadInput,
+        examples: &[Example],
+        label: &str,
+    ) -> anyhow::Result<Vec<f32>> {
         let texts: Vec<String> = examples.iter().map(|e| e.text.clone()).collect();
-        self.embed(engine, &texts, label)
+        self.embed(engine, input, &texts, label)
     }
 
-    /// Row-major `[texts.len(), dimensions]` embeddings, from the cache or computed through the
+    /// Row-major `[texts.len(), width]` head inputs, from the cache or computed through the
     /// engine (then cached).
-    pub fn embed(&self, engine: &Engine, texts: &[String], label: &str) -> anyhow::Result<Vec<f32>> {
+    pub fn embed(&self, engine: &Engine, input: HeadInput, texts: &[String], label: &str) -> anyhow::Result<Vec<f32>> {
         let info = engine.info();
-        let dims = info.dimensions;
+        let dims = info.input_dimensions(input)?;
         let mut hasher = Sha256::new();
-        // f32 keeps the key it always had, so existing caches stay valid.
-        match info.precision {
-            Precision::F32 => hasher.update(format!("{}@{}\n", info.id, info.revision)),
-            other => hasher.update(format!("{}@{} {}\n", info.id, info.revision, other.as_str())),
+        // f32 embeddings keep the key they always had, so existing caches stay valid.
+        let mut key = format!("{}@{}", info.id, info.revision);
+        if info.precision != Precision::F32 {
+            key += &format!(" {}", info.precision.as_str());
         }
+        if input != HeadInput::Embedding {
+            key += &format!(" {}", input.as_str());
+        }
+        hasher.update(key + "\n");
         for text in texts {
             hasher.update(text.as_bytes());
             hasher.update([0]);
@@ -56,8 +68,9 @@ impl EmbedCache {
         bar.set_message(label.to_string());
         let mut values = Vec::with_capacity(texts.len() * dims);
         for chunk in texts.chunks(CHUNK) {
-            for output in engine.embed_blocking(chunk)? {
-                values.extend_from_slice(&output.embedding);
+            for row in engine.inputs_blocking(chunk, input).map_err(|err: EngineError| anyhow::anyhow!(err))? {
+                anyhow::ensure!(row.len() == dims, "the engine gave {} values per text, expected {dims}", row.len());
+                values.extend_from_slice(&row);
             }
             bar.inc(chunk.len() as u64);
         }

@@ -38,7 +38,7 @@ impl Evaluation {
 }
 
 pub fn head_probabilities(head: &ClassifierHead, embeddings: &[f32], rows: usize) -> anyhow::Result<Vec<Vec<f32>>> {
-    let dims = head.card().encoder.dimensions;
+    let dims = head.input_dimensions();
     let x = Tensor::from_slice(embeddings, (rows, dims), &Device::Cpu)?;
     Ok(head.scores(&x)?.to_vec2::<f32>()?)
 }

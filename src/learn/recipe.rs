@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 
 use super::dataset::{self, LabeledText, SeededRng};
+use crate::inference::heads::HeadInput;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -21,6 +22,9 @@ pub struct Recipe {
     pub multi_label: bool,
     #[serde(default)]
     pub hidden: Vec<usize>,
+    /// What the head reads from the encoder pass (`embedding` or `layer-pools`).
+    #[serde(default)]
+    pub input: HeadInput,
     #[serde(default)]
     pub train: TrainSettings,
     pub sources: Vec<Source>,
