@@ -145,7 +145,7 @@ async fn six_signals_explicit_requests_and_the_ai_disclosure() {
             "/v1/classify",
             json!({ "tickets": [
                 { "subject": "Password", "body": "How do I reset my password?" },
-                { "body": "I was charged twice for my subscription, please refund me" },
+                { "body": "I was charged twice for my subscription, this is unacceptable, please refund me" },
             ]}),
         )
         .await;
