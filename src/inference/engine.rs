@@ -297,10 +297,8 @@ impl Engine {
 
     /// The rows a head of `input` reads, one per text, for training and evaluating heads.
     /// Blocking, like `embed_blocking`.
+    /// An encoder without layer pools fails the request in `Encoder::encode`, with the reason.
     pub fn inputs_blocking(&self, texts: &[String], input: HeadInput) -> Result<Vec<Vec<f32>>, EngineError> {
-        if input == HeadInput::LayerPools {
-            self.shared.info.input_dimensions(input).map_err(|err| EngineError::Inference(format!("{err:#}")))?;
-        }
         let outputs = self.run_blocking(texts, input == HeadInput::LayerPools)?;
         Ok(outputs
             .into_iter()
