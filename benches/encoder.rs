@@ -33,7 +33,7 @@ fn encoder_batches(c: &mut Criterion) {
     ] {
         let mut config = config();
         config.engine.precision = precision;
-        let encoder = inference::load_encoder(&config, backend, false).expect("encoder");
+        let encoder = inference::load_encoder(&config.infer(), backend, false).expect("encoder");
         let ids: Vec<Vec<u32>> = sentences.iter().map(|s| encoder.tokenize(s).unwrap().ids).collect();
         let mut group = c.benchmark_group(format!("encoder/{backend:?}/{}", precision.as_str()).to_lowercase());
         group.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -50,10 +50,10 @@ fn encoder_batches(c: &mut Criterion) {
 
 fn engine_overhead(c: &mut Criterion) {
     let texts: Vec<String> = sentences().into_iter().take(32).collect();
-    let encoder = inference::load_encoder(&config(), BackendKind::Auto, false).expect("encoder");
-    let direct = inference::load_encoder(&config(), BackendKind::Auto, false).expect("encoder");
+    let encoder = inference::load_encoder(&config().infer(), BackendKind::Auto, false).expect("encoder");
+    let direct = inference::load_encoder(&config().infer(), BackendKind::Auto, false).expect("encoder");
     let metrics = EngineMetrics::register(&prometheus::Registry::new()).unwrap();
-    let limits = BatchLimits::from_config(&config().engine);
+    let limits = BatchLimits::from_settings(&config().engine);
     let engine = Engine::start(encoder, HeadSet::default(), limits, metrics).unwrap();
     let mut group = c.benchmark_group("engine/batch32");
     group.sample_size(10).measurement_time(Duration::from_secs(5));

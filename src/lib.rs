@@ -1,17 +1,12 @@
 //! tierline: a self-hosted engine for AI customer-support automation.
 //!
-//! Layers point one way: `http` (transport) -> domain services -> `inference` (models).
-//! See ARCHITECTURE.md.
+//! The work lives in three crates whose dependency graph is the layer diagram of ARCHITECTURE.md:
+//! `tierline-server` (HTTP) -> `tierline-support` (the support domain) -> `tierline-infer`
+//! (models). This facade names their modules for the integration tests, benches and anyone
+//! embedding tierline; the `tierline` binary is the command line over the same functions.
 
-pub mod access;
-pub mod classify;
-pub mod config;
-pub mod conversation;
-pub mod http;
-pub mod inference;
-pub mod insights;
-pub mod kb;
-pub mod learn;
-pub mod server;
-pub mod storage;
-pub mod triage;
+pub use tierline_infer as inference;
+pub use tierline_infer::classify;
+pub use tierline_server::bootstrap as server;
+pub use tierline_server::{config, http};
+pub use tierline_support::{access, conversation, insights, kb, learn, settings, storage, triage};

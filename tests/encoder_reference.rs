@@ -88,7 +88,7 @@ fn long_texts_are_truncated_at_the_model_limit() {
 fn int8_precision_stays_within_0_99_cosine_of_f32_and_ranks_paraphrases_first() {
     let mut config = common::config();
     config.engine.precision = Precision::Int8;
-    let int8 = tierline::inference::load_encoder(&config, BackendKind::Auto, false).unwrap();
+    let int8 = tierline::inference::load_encoder(&config.infer(), BackendKind::Auto, false).unwrap();
     assert_eq!(int8.info().precision, Precision::Int8);
     let texts = [RESET, FORGOT, REFUND, "hi", "Where is my order #4471? It was supposed to arrive Tuesday."];
     let quantized = embed(&int8, &texts);
@@ -103,7 +103,7 @@ fn int8_precision_stays_within_0_99_cosine_of_f32_and_ranks_paraphrases_first() 
 fn int8_refuses_the_generic_backend() {
     let mut config = common::config();
     config.engine.precision = Precision::Int8;
-    let err = tierline::inference::load_encoder(&config, BackendKind::Generic, false).err().unwrap();
+    let err = tierline::inference::load_encoder(&config.infer(), BackendKind::Generic, false).err().unwrap();
     assert!(format!("{err:#}").contains("int8 runs on the packed backend"), "{err:#}");
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineError, EngineMetrics, HeadSet};
 
 fn start(limits: BatchLimits) -> (Engine, EngineMetrics) {
-    let encoder = inference::load_encoder(&common::config(), BackendKind::Auto, false).unwrap();
+    let encoder = inference::load_encoder(&common::config().infer(), BackendKind::Auto, false).unwrap();
     let metrics = EngineMetrics::register(&prometheus::Registry::new()).unwrap();
     (Engine::start(encoder, HeadSet::default(), limits, metrics.clone()).unwrap(), metrics)
 }

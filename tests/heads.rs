@@ -14,13 +14,13 @@ use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics,
 
 fn classifier() -> Classifier {
     let config = common::config();
-    let encoder = inference::load_encoder(&config, BackendKind::Auto, false).unwrap();
+    let encoder = inference::load_encoder(&config.infer(), BackendKind::Auto, false).unwrap();
     let reference = encoder.info().reference();
     let heads = load_heads(&common::root().join("models/heads"), &[], &reference, &Device::Cpu).unwrap();
     let engine = Engine::start(
         encoder,
         HeadSet::default(),
-        BatchLimits::from_config(&config.engine),
+        BatchLimits::from_settings(&config.engine),
         EngineMetrics::register(&prometheus::Registry::new()).unwrap(),
     )
     .unwrap();
@@ -221,9 +221,12 @@ fn a_checkpoint_role_serves_in_place_of_a_head() {
     std::fs::write(&manifest, shipped + &role).unwrap();
     let mut config = common::config();
     config.models.manifest = manifest;
-    let classifier =
-        tierline::classify::start(&config, EngineMetrics::register(&prometheus::Registry::new()).unwrap(), false)
-            .unwrap();
+    let classifier = tierline::classify::start(
+        &config.infer(),
+        EngineMetrics::register(&prometheus::Registry::new()).unwrap(),
+        false,
+    )
+    .unwrap();
     let versions = classifier.versions();
     assert_eq!(versions.checkpoints.get("sentiment").map(String::as_str), Some("test/tiny-bert@main"));
     assert!(!versions.heads.contains_key("sentiment"), "the checkpoint replaces the trained head");

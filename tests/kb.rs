@@ -10,11 +10,11 @@ use tierline::kb::{article, Audience, Filter, KbIndex, KnowledgeBase, Mode};
 
 fn engine() -> Engine {
     let config = common::config();
-    let encoder = inference::load_encoder(&config, BackendKind::Auto, false).unwrap();
+    let encoder = inference::load_encoder(&config.infer(), BackendKind::Auto, false).unwrap();
     Engine::start(
         encoder,
         HeadSet::default(),
-        BatchLimits::from_config(&config.engine),
+        BatchLimits::from_settings(&config.engine),
         EngineMetrics::register(&prometheus::Registry::new()).unwrap(),
     )
     .unwrap()

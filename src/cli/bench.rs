@@ -96,7 +96,7 @@ fn bench_encoder(mut config: Config, args: EncoderArgs) -> anyhow::Result<()> {
         BackendArg::Packed => BackendKind::Packed,
         BackendArg::Generic => BackendKind::Generic,
     };
-    let encoder = inference::load_encoder(&config, backend, !args.json)?;
+    let encoder = inference::load_encoder(&config.infer(), backend, !args.json)?;
     let info = encoder.info().clone();
     let cosine = match info.precision {
         Precision::F32 => None,
@@ -148,7 +148,7 @@ fn cosine_to_f32(
 ) -> anyhow::Result<CosineToF32> {
     let mut reference_config = config.clone();
     reference_config.engine.precision = Precision::F32;
-    let reference = inference::load_encoder(&reference_config, BackendKind::Auto, progress)?;
+    let reference = inference::load_encoder(&reference_config.infer(), BackendKind::Auto, progress)?;
     let mut cosines = Vec::with_capacity(sentences.len());
     for batch in sentences.chunks(32) {
         let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;

@@ -17,7 +17,7 @@ pub struct ClassifyArgs {
 
 pub fn run(config: Config, args: ClassifyArgs) -> anyhow::Result<()> {
     let texts = super::texts_from_args_or_stdin(args.texts, "classify")?;
-    let classifier = classify::start(&config, EngineMetrics::register(&prometheus::Registry::new())?, true)?;
+    let classifier = classify::start(&config.infer(), EngineMetrics::register(&prometheus::Registry::new())?, true)?;
     anyhow::ensure!(!classifier.cards().is_empty(), "no heads found in {}", config.models.heads_dir.display());
     let results = classifier.classify_blocking(&texts, args.top_k)?;
     for (text, result) in texts.iter().zip(results) {

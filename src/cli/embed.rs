@@ -10,9 +10,9 @@ pub struct EmbedArgs {
 
 pub fn run(config: Config, args: EmbedArgs) -> anyhow::Result<()> {
     let texts = super::texts_from_args_or_stdin(args.texts, "embed")?;
-    let encoder = inference::load_encoder(&config, BackendKind::Auto, true)?;
+    let encoder = inference::load_encoder(&config.infer(), BackendKind::Auto, true)?;
     let metrics = EngineMetrics::register(&prometheus::Registry::new())?;
-    let mut limits = BatchLimits::from_config(&config.engine);
+    let mut limits = BatchLimits::from_settings(&config.engine);
     limits.max_queued_texts = limits.max_queued_texts.max(texts.len());
     let engine = Engine::start(encoder, HeadSet::default(), limits, metrics)?;
     let outputs = engine.embed_blocking(&texts)?;

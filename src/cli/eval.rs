@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use super::plot;
 use anyhow::Context;
 use clap::Args;
 use tierline::config::Config;
@@ -9,7 +10,6 @@ use tierline::inference::heads::{Activation, ClassifierHead};
 use tierline::inference::{Engine, ResolvedModel};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
-use tierline::learn::plot;
 use tierline::learn::recipe::{Example, Recipe};
 
 #[derive(Debug, clap::Subcommand)]

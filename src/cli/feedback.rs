@@ -21,7 +21,7 @@ use super::train::{base_recipe, start_engine, TrainArgs};
 /// candidate with the served version on held-out data, and promotes it only if it is not worse.
 pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyhow::Result<()> {
     let command = std::iter::once("tierline".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let versions = HeadVersions::new(config.data_dir.join(&config.models.head_versions));
+    let versions = HeadVersions::new(config.infer().head_versions_dir());
     let engine = start_engine(&config)?;
     let info = engine.info().clone();
     let served_dir = versions.current_dir(head).unwrap_or_else(|| config.models.heads_dir.join(head));
@@ -51,7 +51,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     let splits = recipe.split(base);
 
     // The feedback, split into training and held-out parts.
-    let database = config.data_dir.join(&config.support.database);
+    let database = config.database_path();
     anyhow::ensure!(database.is_file(), "no database at {}: nothing to learn from yet", database.display());
     let store = Store::open(&database)?;
     let statuses = if args.reviewed_only {
@@ -213,7 +213,7 @@ pub enum HeadsCommand {
 }
 
 pub fn heads(config: Config, command: HeadsCommand) -> anyhow::Result<()> {
-    let versions = HeadVersions::new(config.data_dir.join(&config.models.head_versions));
+    let versions = HeadVersions::new(config.infer().head_versions_dir());
     match command {
         HeadsCommand::List => {
             let names = head_folders(&config.models.heads_dir)?
@@ -263,7 +263,7 @@ pub struct ExportArgs {
 
 pub fn feedback(config: Config, command: FeedbackCommand) -> anyhow::Result<()> {
     let FeedbackCommand::Export(args) = command;
-    let store = Store::open(&config.data_dir.join(&config.support.database))?;
+    let store = Store::open(&config.database_path())?;
     let filter = FeedbackFilter {
         head: args.head,
         statuses: vec![FeedbackStatus::Pending, FeedbackStatus::Accepted],

@@ -21,7 +21,7 @@ pub enum KeysCommand {
 }
 
 pub fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir.join(&config.support.database))?;
+    let store = Store::open(&config.database_path())?;
     match command {
         KeysCommand::Create { name, scopes } => {
             let created = access::create(&store, &name, &scopes)?;

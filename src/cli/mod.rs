@@ -10,6 +10,7 @@ mod feedback;
 mod index;
 mod keys;
 mod models;
+mod plot;
 mod report;
 mod serve;
 mod train;

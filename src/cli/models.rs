@@ -20,7 +20,7 @@ pub fn run(config: Config, command: ModelsCommand) -> anyhow::Result<()> {
     match command {
         ModelsCommand::Pull { roles } => {
             let roles = if roles.is_empty() { manifest.roles.keys().cloned().collect() } else { roles };
-            let resolver = Resolver::from_config(&config).with_progress(true);
+            let resolver = Resolver::from_settings(&config.infer()).with_progress(true);
             for role in roles {
                 let resolved = resolver.resolve(&role, manifest.role(&role)?)?;
                 println!("{role}: {} from {} at {}", resolved.id, resolved.source, resolved.dir.display());
@@ -28,7 +28,7 @@ pub fn run(config: Config, command: ModelsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelsCommand::List { json } => {
-            let resolver = Resolver::from_config(&config).offline_only();
+            let resolver = Resolver::from_settings(&config.infer()).offline_only();
             let mut rows = Vec::new();
             for (role, spec) in &manifest.roles {
                 let (location, source) = match resolver.resolve(role, spec) {
@@ -56,7 +56,8 @@ pub fn run(config: Config, command: ModelsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ModelsCommand::Path { role } => {
-            let resolved = Resolver::from_config(&config).with_progress(true).resolve(&role, manifest.role(&role)?)?;
+            let resolved =
+                Resolver::from_settings(&config.infer()).with_progress(true).resolve(&role, manifest.role(&role)?)?;
             println!("{}", resolved.dir.display());
             Ok(())
         }

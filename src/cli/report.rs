@@ -7,7 +7,7 @@ use tierline::triage::Policy;
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// day, week or all.
-    #[arg(long, value_enum, default_value = "week")]
+    #[arg(long, default_value = "week")]
     pub window: Window,
     /// Print JSON (the same as GET /v1/metrics/support).
     #[arg(long)]
@@ -15,7 +15,7 @@ pub struct ReportArgs {
 }
 
 pub fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir.join(&config.support.database))?;
+    let store = Store::open(&config.database_path())?;
     let report = metrics::load_report(&store, args.window)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -28,7 +28,7 @@ pub fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct CalibrateArgs {
     /// day, week or all (default all: calibration wants every outcome).
-    #[arg(long, value_enum, default_value = "all")]
+    #[arg(long, default_value = "all")]
     pub window: Window,
     /// Print JSON (the same as GET /v1/calibration).
     #[arg(long)]
@@ -36,7 +36,7 @@ pub struct CalibrateArgs {
 }
 
 pub fn calibrate(config: Config, args: CalibrateArgs) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir.join(&config.support.database))?;
+    let store = Store::open(&config.database_path())?;
     let policy = Policy::load(&config.support.policy)?;
     let report = calibration::load_and_calibrate(&store, &policy, args.window)?;
     if args.json {

@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Args;
 use tierline::config::Config;
 use tierline::inference::heads::{Activation, ClassifierHead, Head, HeadCard};
-use tierline::inference::{self, BackendKind, BatchLimits, Engine, EngineMetrics, HeadSet};
+use tierline::inference::{self, Engine, EngineMetrics};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
 use tierline::learn::recipe::{self, Example, Recipe, Source};
@@ -249,11 +249,8 @@ pub fn subset(rows: &[Example], x: &[f32], dims: usize, keep: impl Fn(&Example) 
 }
 
 pub fn start_engine(config: &Config) -> anyhow::Result<Engine> {
-    let encoder = inference::load_encoder(config, BackendKind::Auto, true)?;
     let metrics = EngineMetrics::register(&prometheus::Registry::new())?;
-    let mut limits = BatchLimits::from_config(&config.engine);
-    limits.max_queued_texts = limits.max_queued_texts.max(1024);
-    Engine::start(encoder, HeadSet::default(), limits, metrics)
+    inference::start_engine(&config.infer(), metrics, true)
 }
 
 /// A one-source recipe for `--file`: labels are whatever the file holds, in sorted order.

@@ -48,7 +48,7 @@ pub fn encoder(backend: BackendKind) -> &'static Encoder {
         _ => &PACKED,
     };
     cell.get_or_init(|| {
-        inference::load_encoder(&config(), backend, false)
+        inference::load_encoder(&config().infer(), backend, false)
             .expect("the encoder loads (pulled through the configured sources)")
     })
 }

@@ -1,0 +1,520 @@
+//! The batched inference engine. Callers (async or blocking) submit texts; a dedicated OS thread
+//! forms batches and runs ONE encoder pass per batch, feeding the pooled embedding and every
+//! registered head. Admission is bounded: a full queue is an explicit `Overloaded` error.
+
+use crate::sync::{MutexExt, RwLockExt};
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use tokenizers::Tokenizer;
+use tokio::sync::oneshot;
+
+use super::encoder::{tokenize_with, Encoder, EncoderInfo, TokenizedText};
+use super::heads::{HeadInput, HeadSet};
+
+#[derive(Debug, Clone)]
+pub struct BatchLimits {
+    /// Texts admitted (queued or running) before `Overloaded`.
+    pub max_queued_texts: usize,
+    /// Padded cost of one batch: texts x longest text, in tokens.
+    pub max_batch_tokens: usize,
+    pub max_batch_texts: usize,
+    /// How long to hold a batch open for texts already admitted but still being tokenized.
+    pub max_wait: Duration,
+}
+
+impl BatchLimits {
+    pub fn from_settings(config: &crate::settings::EngineConfig) -> Self {
+        Self {
+            max_queued_texts: config.max_queued_texts,
+            max_batch_tokens: config.max_batch_tokens,
+            max_batch_texts: config.max_batch_texts,
+            max_wait: Duration::from_micros(config.max_wait_us),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum EngineError {
+    #[error("the inference queue is full ({queued} texts admitted, limit {limit}); retry in {retry_after_secs} s")]
+    Overloaded { queued: usize, limit: usize, retry_after_secs: u64 },
+    #[error("the inference engine has stopped")]
+    Stopped,
+    #[error("inference failed: {0}")]
+    Inference(String),
+    #[error("cannot tokenize text {index}: {reason}")]
+    Tokenize { index: usize, reason: String },
+}
+
+/// What the engine returns for one text.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Embedded {
+    pub embedding: Vec<f32>,
+    /// Scores of every registered head, by head name.
+    pub heads: BTreeMap<String, Vec<f32>>,
+    pub tokens: usize,
+    pub truncated: bool,
+    /// The layer pools, only for callers that asked for them (training a layer-pools head).
+    #[serde(skip)]
+    pub layer_pools: Option<Vec<f32>>,
+}
+
+#[derive(Clone)]
+pub struct EngineMetrics {
+    pub queued_texts: IntGauge,
+    pub batch_size: Histogram,
+    pub batch_tokens: Histogram,
+    pub inference_seconds: Histogram,
+    pub queue_seconds: Histogram,
+    pub overloaded_total: IntCounter,
+    pub cancelled_total: IntCounter,
+    pub texts_total: IntCounter,
+}
+
+impl EngineMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = Self {
+            queued_texts: IntGauge::new(
+                "tierline_engine_queued_texts",
+                "texts admitted to the engine and not finished",
+            )?,
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("tierline_engine_batch_size", "texts per encoder pass")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            )?,
+            batch_tokens: Histogram::with_opts(
+                HistogramOpts::new("tierline_engine_batch_tokens", "real (unpadded) tokens per encoder pass")
+                    .buckets(prometheus::exponential_buckets(16.0, 2.0, 11)?),
+            )?,
+            inference_seconds: Histogram::with_opts(
+                HistogramOpts::new("tierline_engine_inference_seconds", "duration of one encoder pass with its heads")
+                    .buckets(prometheus::exponential_buckets(0.0005, 2.0, 14)?),
+            )?,
+            queue_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "tierline_engine_queue_seconds",
+                    "time from admission to the start of the text's batch",
+                )
+                .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+            )?,
+            overloaded_total: IntCounter::new(
+                "tierline_engine_overloaded_total",
+                "requests refused because the queue was full",
+            )?,
+            cancelled_total: IntCounter::new(
+                "tierline_engine_cancelled_total",
+                "texts dropped because their caller went away",
+            )?,
+            texts_total: IntCounter::new("tierline_engine_texts_total", "texts encoded")?,
+        };
+        registry.register(Box::new(metrics.queued_texts.clone()))?;
+        registry.register(Box::new(metrics.batch_size.clone()))?;
+        registry.register(Box::new(metrics.batch_tokens.clone()))?;
+        registry.register(Box::new(metrics.inference_seconds.clone()))?;
+        registry.register(Box::new(metrics.queue_seconds.clone()))?;
+        registry.register(Box::new(metrics.overloaded_total.clone()))?;
+        registry.register(Box::new(metrics.cancelled_total.clone()))?;
+        registry.register(Box::new(metrics.texts_total.clone()))?;
+        Ok(metrics)
+    }
+}
+
+type Reply = Result<Vec<Embedded>, EngineError>;
+
+/// One caller's request, completed piece by piece as its texts go through batches.
+struct PendingRequest {
+    results: Mutex<Vec<Option<Embedded>>>,
+    remaining: AtomicUsize,
+    reply: Mutex<Option<oneshot::Sender<Reply>>>,
+    admitted_at: Instant,
+    /// The caller wants the layer pools back, not just the embedding.
+    wants_layer_pools: bool,
+}
+
+impl PendingRequest {
+    /// The caller went away (timeout, disconnect) or the request already failed.
+    fn is_abandoned(&self) -> bool {
+        self.reply.lock().map_or(true, |reply| reply.as_ref().is_none_or(|tx| tx.is_closed()))
+    }
+
+    fn complete(&self, index: usize, output: Embedded) {
+        let mut results = self.results.lock_unpoisoned();
+        results[index] = Some(output);
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let all = results.iter_mut().map(|slot| slot.take().expect("every text completed")).collect();
+            self.send(Ok(all));
+        }
+    }
+
+    fn send(&self, reply: Reply) {
+        if let Some(tx) = self.reply.lock_unpoisoned().take() {
+            let _ = tx.send(reply);
+        }
+    }
+}
+
+struct Job {
+    request: Arc<PendingRequest>,
+    index: usize,
+    text: TokenizedText,
+}
+
+struct Shared {
+    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    admitted: AtomicUsize,
+    /// Recent throughput in texts per second (f64 bits), for Retry-After estimates.
+    texts_per_second: AtomicU64,
+    limits: BatchLimits,
+    info: EncoderInfo,
+    tokenizer: Tokenizer,
+    /// Where the encoder runs: heads loaded later must live there too.
+    device: candle_core::Device,
+    heads: RwLock<HeadSet>,
+    metrics: EngineMetrics,
+}
+
+impl Shared {
+    fn release(&self, texts: usize) {
+        let before = self.admitted.fetch_sub(texts, Ordering::AcqRel);
+        self.metrics.queued_texts.set((before - texts) as i64);
+    }
+}
+
+/// Cheap to clone; the worker thread stops when the last handle is dropped or on `shutdown`.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    worker: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// Gives admitted capacity back unless the texts were handed to the worker.
+struct Admission<'a> {
+    shared: &'a Shared,
+    texts: usize,
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.texts > 0 {
+            self.shared.release(self.texts);
+        }
+    }
+}
+
+impl Engine {
+    pub fn start(
+        encoder: Encoder,
+        heads: HeadSet,
+        limits: BatchLimits,
+        metrics: EngineMetrics,
+    ) -> anyhow::Result<Self> {
+        let (sender, receiver) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            sender: Mutex::new(Some(sender)),
+            admitted: AtomicUsize::new(0),
+            texts_per_second: AtomicU64::new(100f64.to_bits()),
+            limits,
+            info: encoder.info().clone(),
+            tokenizer: encoder.tokenizer().clone(),
+            device: encoder.device().clone(),
+            heads: RwLock::new(heads),
+            metrics,
+        });
+        let worker_shared = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name("tierline-inference".into())
+            .spawn(move || run_worker(encoder, receiver, worker_shared))?;
+        Ok(Self { shared, worker: Arc::new(Mutex::new(Some(worker))) })
+    }
+
+    pub fn info(&self) -> &EncoderInfo {
+        &self.shared.info
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        &self.shared.device
+    }
+
+    pub fn limits(&self) -> &BatchLimits {
+        &self.shared.limits
+    }
+
+    /// Replaces the served heads, refusing any whose input this encoder cannot give; batches
+    /// already running finish with the old set.
+    pub fn set_heads(&self, heads: HeadSet) -> anyhow::Result<()> {
+        for head in heads.heads() {
+            let input = head.input();
+            let width = self
+                .shared
+                .info
+                .input_dimensions(input)
+                .map_err(|err| anyhow::anyhow!("head `{}` reads {}: {err}", head.name(), input.as_str()))?;
+            anyhow::ensure!(
+                width == head.input_dimensions(),
+                "head `{}` reads {} of width {} but this encoder gives {width}; retrain it on this encoder",
+                head.name(),
+                input.as_str(),
+                head.input_dimensions()
+            );
+        }
+        *self.shared.heads.write_unpoisoned() = heads;
+        Ok(())
+    }
+
+    pub fn heads(&self) -> HeadSet {
+        self.shared.heads.read_unpoisoned().clone()
+    }
+
+    /// Texts admitted and not finished.
+    pub fn queued_texts(&self) -> usize {
+        self.shared.admitted.load(Ordering::Acquire)
+    }
+
+    /// Embeds `texts` (and runs every head) without blocking the async runtime: tokenization runs
+    /// on the blocking pool, inference on the engine's thread.
+    pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EngineError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut admission = self.admit(texts.len())?;
+        let shared = self.shared.clone();
+        let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
+            .await
+            .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
+        let receiver = self.submit(tokenized, &mut admission, false)?;
+        receiver.await.map_err(|_| EngineError::Stopped)?
+    }
+
+    /// Blocking variant for the CLI and benchmarks; never call it from async code.
+    pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>, EngineError> {
+        self.run_blocking(texts, false)
+    }
+
+    /// The rows a head of `input` reads, one per text, for training and evaluating heads.
+    /// Blocking, like `embed_blocking`.
+    /// An encoder without layer pools fails the request in `Encoder::encode`, with the reason.
+    pub fn inputs_blocking(&self, texts: &[String], input: HeadInput) -> Result<Vec<Vec<f32>>, EngineError> {
+        let outputs = self.run_blocking(texts, input == HeadInput::LayerPools)?;
+        Ok(outputs
+            .into_iter()
+            .map(|output| match input {
+                HeadInput::Embedding => output.embedding,
+                HeadInput::LayerPools => output.layer_pools.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn run_blocking(&self, texts: &[String], wants_layer_pools: bool) -> Result<Vec<Embedded>, EngineError> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut admission = self.admit(texts.len())?;
+        let tokenized = tokenize_all(&self.shared, texts)?;
+        let receiver = self.submit(tokenized, &mut admission, wants_layer_pools)?;
+        receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
+    }
+
+    fn admit(&self, texts: usize) -> Result<Admission<'_>, EngineError> {
+        let limit = self.shared.limits.max_queued_texts;
+        let mut current = self.shared.admitted.load(Ordering::Acquire);
+        loop {
+            if current + texts > limit {
+                self.shared.metrics.overloaded_total.inc();
+                let rate = f64::from_bits(self.shared.texts_per_second.load(Ordering::Relaxed)).max(1.0);
+                let retry_after_secs = ((current as f64 / rate).ceil() as u64).clamp(1, 60);
+                return Err(EngineError::Overloaded { queued: current, limit, retry_after_secs });
+            }
+            match self.shared.admitted.compare_exchange_weak(
+                current,
+                current + texts,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.shared.metrics.queued_texts.set((current + texts) as i64);
+        Ok(Admission { shared: &self.shared, texts })
+    }
+
+    fn submit(
+        &self,
+        tokenized: Vec<TokenizedText>,
+        admission: &mut Admission<'_>,
+        wants_layer_pools: bool,
+    ) -> Result<oneshot::Receiver<Reply>, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let request = Arc::new(PendingRequest {
+            results: Mutex::new(vec![None; tokenized.len()]),
+            remaining: AtomicUsize::new(tokenized.len()),
+            reply: Mutex::new(Some(tx)),
+            admitted_at: Instant::now(),
+            wants_layer_pools,
+        });
+        let guard = self.shared.sender.lock_unpoisoned();
+        let sender = guard.as_ref().ok_or(EngineError::Stopped)?;
+        for (index, text) in tokenized.into_iter().enumerate() {
+            sender.send(Job { request: request.clone(), index, text }).map_err(|_| EngineError::Stopped)?;
+            // From here on the worker releases this text's admission.
+            admission.texts -= 1;
+        }
+        Ok(rx)
+    }
+
+    /// Stops accepting work, lets the worker finish what it has, and waits for it.
+    pub fn shutdown(&self) {
+        self.shared.sender.lock_unpoisoned().take();
+        if let Some(worker) = self.worker.lock_unpoisoned().take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn tokenize_all(shared: &Shared, texts: &[String]) -> Result<Vec<TokenizedText>, EngineError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            tokenize_with(&shared.tokenizer, shared.info.max_tokens, text)
+                .map_err(|err| EngineError::Tokenize { index, reason: err.to_string() })
+        })
+        .collect()
+}
+
+fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Shared>) {
+    let limits = shared.limits.clone();
+    let mut pending: Vec<Job> = Vec::new();
+    loop {
+        match receiver.recv() {
+            Ok(job) => pending.push(job),
+            Err(_) => break,
+        }
+        let deadline = Instant::now() + limits.max_wait;
+        loop {
+            while let Ok(job) = receiver.try_recv() {
+                pending.push(job);
+            }
+            if is_full(&pending, &limits) {
+                break;
+            }
+            // Only wait when more texts are admitted than queued: they are being tokenized and
+            // will arrive within microseconds. An idle engine runs a lone text at once.
+            if shared.admitted.load(Ordering::Acquire) <= pending.len() {
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match receiver.recv_timeout(deadline - now) {
+                Ok(job) => pending.push(job),
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let before = pending.len();
+        pending.retain(|job| !job.request.is_abandoned());
+        let dropped = before - pending.len();
+        if dropped > 0 {
+            shared.metrics.cancelled_total.inc_by(dropped as u64);
+            shared.release(dropped);
+            tracing::debug!(dropped, "dropped texts whose caller went away");
+        }
+        for batch in form_batches(std::mem::take(&mut pending), &limits) {
+            run_batch(&encoder, &shared, batch);
+        }
+    }
+    tracing::info!("inference worker stopped");
+}
+
+fn is_full(pending: &[Job], limits: &BatchLimits) -> bool {
+    let longest = pending.iter().map(|job| job.text.ids.len()).max().unwrap_or(0);
+    pending.len() >= limits.max_batch_texts || pending.len() * longest >= limits.max_batch_tokens
+}
+
+/// Sorts by length so each batch holds texts of similar length (less padding on padded
+/// backends, balanced attention work on the packed one), then cuts at the budgets.
+fn form_batches(mut jobs: Vec<Job>, limits: &BatchLimits) -> Vec<Vec<Job>> {
+    jobs.sort_by_key(|job| job.text.ids.len());
+    let mut batches = Vec::new();
+    let mut current: Vec<Job> = Vec::new();
+    for job in jobs {
+        let longest = job.text.ids.len();
+        let count = current.len() + 1;
+        if !current.is_empty() && (count > limits.max_batch_texts || count * longest > limits.max_batch_tokens) {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.push(job);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
+    let started = Instant::now();
+    for job in &batch {
+        shared.metrics.queue_seconds.observe(started.duration_since(job.request.admitted_at).as_secs_f64());
+    }
+    let sequences: Vec<&[u32]> = batch.iter().map(|job| job.text.ids.as_slice()).collect();
+    let heads = shared.heads.read_unpoisoned().clone();
+    // A panic inside a kernel must fail this batch, not kill the engine.
+    let callers_want_pools = batch.iter().any(|job| job.request.wants_layer_pools);
+    let outcome = catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<_> {
+        let encoded = encoder.encode(&sequences, callers_want_pools || heads.needs_layer_pools())?;
+        let head_scores = heads.run(&encoded)?;
+        let embeddings = encoded.pooled.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
+        let pools = match (&encoded.layer_pools, callers_want_pools) {
+            (Some(pools), true) => pools.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?,
+            _ => vec![Vec::new(); batch.len()],
+        };
+        Ok((embeddings, pools, head_scores))
+    }));
+    let elapsed = started.elapsed();
+    let texts = batch.len();
+    let tokens: usize = sequences.iter().map(|s| s.len()).sum();
+    shared.metrics.batch_size.observe(texts as f64);
+    shared.metrics.batch_tokens.observe(tokens as f64);
+    shared.metrics.inference_seconds.observe(elapsed.as_secs_f64());
+    let rate = texts as f64 / elapsed.as_secs_f64().max(1e-6);
+    shared.texts_per_second.store(rate.to_bits(), Ordering::Relaxed);
+    // Capacity goes back before the callers hear: one that sees its answer also sees it released.
+    shared.release(texts);
+    match outcome {
+        Ok(Ok((embeddings, pools, head_scores))) => {
+            shared.metrics.texts_total.inc_by(texts as u64);
+            for (((job, embedding), pools), heads) in batch.iter().zip(embeddings).zip(pools).zip(head_scores) {
+                let output = Embedded {
+                    embedding,
+                    heads,
+                    tokens: job.text.ids.len(),
+                    truncated: job.text.truncated,
+                    layer_pools: job.request.wants_layer_pools.then_some(pools),
+                };
+                job.request.complete(job.index, output);
+            }
+        }
+        Ok(Err(err)) => fail_batch(&batch, EngineError::Inference(format!("{err:#}"))),
+        Err(panic) => {
+            let reason =
+                panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()));
+            tracing::error!(reason = reason.as_deref().unwrap_or("unknown"), "inference panicked");
+            fail_batch(&batch, EngineError::Inference("the encoder panicked; see the server log".into()));
+        }
+    }
+    tracing::trace!(texts, tokens, elapsed_us = elapsed.as_micros() as u64, "batch done");
+}
+
+fn fail_batch(batch: &[Job], error: EngineError) {
+    tracing::error!(%error, texts = batch.len(), "batch failed");
+    for job in batch {
+        job.request.send(Err(error.clone()));
+    }
+}

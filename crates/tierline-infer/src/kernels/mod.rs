@@ -1,0 +1,179 @@
+//! Fused CPU kernels for the packed (padding-free) encoder path.
+//!
+//! Each kernel has one portable body, compiled three times (AVX-512, AVX2+FMA, baseline) and
+//! picked at run time, so the binary runs on any x86-64 and uses the widest vectors present.
+//! Reductions use lane-wise accumulators because strict IEEE arithmetic forbids the compiler
+//! from vectorising a plain `sum += x` loop.
+
+mod attention;
+mod elementwise;
+mod linear;
+mod math;
+mod quantized;
+
+pub use attention::{attention_varlen, SeqSpan};
+pub use elementwise::{add_layer_norm, gelu, layer_norm};
+pub use linear::PackedLinear;
+pub use math::{erf, exp, gelu_erf};
+pub use quantized::{QuantScratch, QuantizedLinear};
+
+use std::sync::OnceLock;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimdLevel {
+    /// AVX-512 F/BW/VL/DQ with FMA.
+    V4,
+    /// AVX2 with FMA.
+    V3,
+    Baseline,
+}
+
+pub fn simd_level() -> SimdLevel {
+    static LEVEL: OnceLock<SimdLevel> = OnceLock::new();
+    *LEVEL.get_or_init(detect_simd_level)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn detect_simd_level() -> SimdLevel {
+    let forced = std::env::var("TIERLINE_SIMD").unwrap_or_default();
+    let v4 = is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx512vl")
+        && is_x86_feature_detected!("avx512dq")
+        && is_x86_feature_detected!("fma");
+    let v3 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+    match forced.as_str() {
+        "baseline" => SimdLevel::Baseline,
+        "v3" if v3 => SimdLevel::V3,
+        _ if v4 => SimdLevel::V4,
+        _ if v3 => SimdLevel::V3,
+        _ => SimdLevel::Baseline,
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn detect_simd_level() -> SimdLevel {
+    SimdLevel::Baseline
+}
+
+/// Defines `$name` that runs the `#[inline(always)]` body `$body` compiled for the best
+/// instruction set the CPU has.
+macro_rules! multiversion {
+    ($vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? => $body:path) => {
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) $(-> $ret)? { $body($($arg),*) }
+                match $crate::kernels::simd_level() {
+                    // SAFETY: the level was detected from the running CPU's features.
+                    $crate::kernels::SimdLevel::V4 => return unsafe { v4($($arg),*) },
+                    $crate::kernels::SimdLevel::V3 => return unsafe { v3($($arg),*) },
+                    $crate::kernels::SimdLevel::Baseline => {}
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+pub(crate) use multiversion;
+
+/// An output buffer shared by parallel tasks that each write their own disjoint part of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+// SAFETY: every user hands each task a distinct set of elements to write.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(out: &mut [f32]) -> Self {
+        Self(out.as_mut_ptr())
+    }
+
+    /// Going through a method makes closures capture the whole (Send) wrapper, not the raw field.
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Lanes used by the accumulator arrays: one AVX-512 register of f32.
+pub(crate) const LANES: usize = 16;
+
+multiversion!(pub fn dot(a: &[f32], b: &[f32]) -> f32 => dot_body);
+
+multiversion!(pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 => dot_i8_body);
+
+/// Integer dot product of int8 vectors (exact: each product fits i16, the sum i32 for any
+/// length below 2^17).
+#[inline(always)]
+fn dot_i8_body(a: &[i8], b: &[i8]) -> i32 {
+    const WIDE: usize = 32;
+    let len = a.len().min(b.len());
+    let mut acc = [0i32; WIDE];
+    let chunks = len / WIDE * WIDE;
+    for (ca, cb) in a[..chunks].chunks_exact(WIDE).zip(b[..chunks].chunks_exact(WIDE)) {
+        for lane in 0..WIDE {
+            acc[lane] += i32::from(ca[lane]) * i32::from(cb[lane]);
+        }
+    }
+    acc.iter().sum::<i32>()
+        + a[chunks..len].iter().zip(&b[chunks..len]).map(|(x, y)| i32::from(*x) * i32::from(*y)).sum::<i32>()
+}
+
+/// Symmetric int8 quantisation of one vector: `x ~ q * scale`.
+pub fn quantize_i8(values: &[f32], out: &mut [i8]) -> f32 {
+    let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    if max == 0.0 {
+        out.fill(0);
+        return 0.0;
+    }
+    let scale = max / 127.0;
+    for (q, v) in out.iter_mut().zip(values) {
+        *q = (v / scale).round().clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
+
+/// Sum of `a[i] * b[i]` with lane-wise accumulators (vectorisable).
+#[inline(always)]
+fn dot_body(a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
+    let mut acc = [0.0f32; LANES];
+    let chunks = len / LANES * LANES;
+    for (ca, cb) in a[..chunks].chunks_exact(LANES).zip(b[..chunks].chunks_exact(LANES)) {
+        for lane in 0..LANES {
+            acc[lane] += ca[lane] * cb[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + a[chunks..len].iter().zip(&b[chunks..len]).map(|(x, y)| x * y).sum::<f32>()
+}
+
+#[inline(always)]
+pub(crate) fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = a.len() / LANES * LANES;
+    for ca in a[..chunks].chunks_exact(LANES) {
+        for lane in 0..LANES {
+            acc[lane] += ca[lane];
+        }
+    }
+    acc.iter().sum::<f32>() + a[chunks..].iter().sum::<f32>()
+}
+
+#[inline(always)]
+pub(crate) fn max(a: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = a.len() / LANES * LANES;
+    for ca in a[..chunks].chunks_exact(LANES) {
+        for lane in 0..LANES {
+            acc[lane] = acc[lane].max(ca[lane]);
+        }
+    }
+    let head = acc.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    a[chunks..].iter().copied().fold(head, f32::max)
+}
+
+#[cfg(test)]
+mod tests;

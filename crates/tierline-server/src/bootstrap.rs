@@ -1,0 +1,165 @@
+//! Server bootstrap shared by `tierline serve` and the integration tests: bind first (so
+//! `/health` answers at once), load the model on a blocking thread, then serve `/ready`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use tierline_infer::classify;
+use tierline_infer::head_versions::HeadVersions;
+use tierline_infer::EngineMetrics;
+use tierline_support::conversation::Support;
+use tierline_support::insights::alerts::Alerting;
+use tierline_support::kb::KnowledgeBase;
+use tierline_support::storage::Store;
+
+/// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
+/// when the models cannot be loaded (including a head trained on another encoder).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    // Storage and policy first: a bad policy or an unreadable database stops the start at once.
+    let store = Arc::new(Store::open(&config.database_path())?);
+    let alerting =
+        Alerting::new(config.anomaly.clone(), &config.support.alert_webhook_url, config.support.alert_webhook_attempts);
+    let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting)?);
+    let sweeper = support.spawn_sweeper();
+    let replay = replay_tickets(support.clone());
+    #[cfg(unix)]
+    let reloader = reload_policy_on_sighup(support.clone());
+    let state = AppState::new(config.server.clone(), support, config.support.auth, registry.clone())?;
+    let engine_metrics = EngineMetrics::register(&registry)?;
+    let head_watch = watch_head_versions(state.clone(), config.clone());
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+
+    let load_state = state.clone();
+    let load_config = config.clone();
+    tokio::spawn(async move {
+        let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let classifier = classify::start(&load_config.infer(), engine_metrics, true)?;
+            let kb = if load_config.kb.source.as_os_str().is_empty() {
+                None
+            } else {
+                let root = load_config.data_dir.join(&load_config.kb.index_dir);
+                let engine = classifier.engine().clone();
+                Some(KnowledgeBase::build(engine, &root, &load_config.kb.source, load_config.kb.min_confidence)?.0)
+            };
+            Ok((classifier, kb))
+        })
+        .await;
+        match loaded {
+            Ok(Ok((classifier, kb))) => {
+                let info = classifier.engine().info();
+                tracing::info!(model = %info.id, backend = %info.backend, heads = classifier.cards().len(), kb = kb.is_some(), "ready");
+                if let Some(kb) = kb {
+                    load_state.set_kb(kb);
+                }
+                load_state.set_classifier(classifier);
+            }
+            Ok(Err(err)) => {
+                tracing::error!("cannot load the encoder: {err:#}");
+                load_state.set_load_error(format!("{err:#}"));
+                let _ = failed_tx.send(());
+            }
+            Err(err) => {
+                load_state.set_load_error(format!("model loading task failed: {err}"));
+                let _ = failed_tx.send(());
+            }
+        }
+    });
+
+    let load_failed = async move {
+        // The sender is dropped without a message when loading succeeds: that is no reason to stop.
+        if failed_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = load_failed => {}
+        }
+    };
+    tracing::info!(address = %listener.local_addr()?, "listening");
+    http::serve(listener, state.clone(), stop, grace).await?;
+    sweeper.abort();
+    replay.abort();
+    head_watch.abort();
+    #[cfg(unix)]
+    reloader.abort();
+    if let Some(engine) = state.engine() {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || engine.shutdown()).await?;
+    }
+    if let Some(error) = state.load_error() {
+        anyhow::bail!("{error}");
+    }
+    Ok(())
+}
+
+/// Rebuilds spike detection from the stored tickets in the background.
+fn replay_tickets(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        match support.replay_tickets().await {
+            Ok(tickets) => tracing::info!(tickets, "anomaly detection rebuilt from stored tickets"),
+            Err(err) => tracing::warn!(error = %err, "anomaly detection starts empty"),
+        }
+    })
+}
+
+/// Serves a newly promoted (or rolled-back) head version without a restart: the version files
+/// are checked every `models.head_poll_secs`.
+fn watch_head_versions(state: AppState, config: Config) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let settings = config.infer();
+        let versions = HeadVersions::new(settings.head_versions_dir());
+        let interval = Duration::from_secs(settings.models.head_poll_secs);
+        let mut served: Option<String> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(classifier) = state.classifier().cloned() else { continue };
+            let reader = versions.clone();
+            let Ok(fingerprint) = tokio::task::spawn_blocking(move || reader.fingerprint()).await else { continue };
+            if served.as_ref() == Some(&fingerprint) {
+                continue;
+            }
+            let reload_settings = settings.clone();
+            // The first look reloads too: a promotion may have landed while the models loaded.
+            let reloaded = tokio::task::spawn_blocking(move || classifier.reload_heads(&reload_settings)).await;
+            match reloaded {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::error!(error = format!("{err:#}"), "promoted head not served, keeping the current heads")
+                }
+                Err(err) => tracing::error!(%err, "head reload task failed"),
+            }
+            // A broken version is reported once, not every poll; the next promotion is tried anew.
+            served = Some(fingerprint);
+        }
+    })
+}
+
+/// SIGHUP re-reads the policy file (a bad file is logged and the old policy stays).
+#[cfg(unix)]
+fn reload_policy_on_sighup(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload the policy over HTTP");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if let Err(err) = support.reload_policy() {
+                tracing::error!("policy not reloaded: {err:#}");
+            }
+        }
+    })
+}

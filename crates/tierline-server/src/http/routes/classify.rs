@@ -1,0 +1,74 @@
+//! `POST /v1/classify`: sentiment, frustration, topic and out-of-scope score for a batch of texts.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::embed::validate_texts;
+use crate::http::error::{within_deadline, ApiError, ErrorBody};
+use crate::http::extract::ApiJson;
+use crate::http::state::AppState;
+use tierline_infer::classify::{ModelVersions, TextClassification};
+use tierline_support::conversation::{Ticket, TicketTriage};
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// Raw texts: the heads' scores only.
+    #[serde(default)]
+    pub texts: Option<Vec<String>>,
+    /// Tickets: full triage (signals, tier, queue, reasons, answer or draft).
+    #[serde(default)]
+    pub tickets: Option<Vec<Ticket>>,
+    /// How many ranked labels single-label heads return (1-20, default 3).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    3
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClassifyResponse {
+    pub results: Vec<TextClassification>,
+    pub models: ModelVersions,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TriageResponse {
+    pub results: Vec<TicketTriage>,
+    pub models: ModelVersions,
+}
+
+/// Stateless triage: `texts` get the heads' scores; `tickets` get signals, tier, queue, reasons, and an answer (auto) or a draft (assist).
+#[utoipa::path(post, path = "/v1/classify", tag = "triage", request_body = ClassifyRequest, responses((status = 200, description = "`texts`: ClassifyResponse; `tickets`: TriageResponse", body = TriageResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+pub async fn classify(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<ClassifyRequest>,
+) -> Result<Response, ApiError> {
+    let limits = state.limits();
+    if !(1..=20).contains(&request.top_k) {
+        return Err(ApiError::invalid("top_k", "`top_k` must be between 1 and 20"));
+    }
+    let models = state.models().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
+    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    match (request.texts, request.tickets) {
+        (Some(texts), None) => {
+            validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+            let results = within_deadline(timeout, models.classifier.classify(texts, request.top_k)).await?;
+            Ok(Json(ClassifyResponse { results, models: models.classifier.versions() }).into_response())
+        }
+        (None, Some(tickets)) => {
+            let bodies: Vec<String> = tickets.iter().map(Ticket::text).collect();
+            validate_texts(&bodies, limits.max_texts_per_request, limits.max_text_bytes)
+                .map_err(|err| ApiError { field: err.field.map(|f| f.replace("texts", "tickets")), ..err })?;
+            let results = within_deadline(timeout, state.support().triage_tickets(models, &tickets)).await?;
+            Ok(Json(TriageResponse { results, models: models.classifier.versions() }).into_response())
+        }
+        _ => Err(ApiError::invalid("texts", "send exactly one of `texts` (scores only) or `tickets` (full triage)")),
+    }
+}

@@ -1,0 +1,64 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde_json::json;
+
+use crate::http::state::AppState;
+
+/// The process is up and serving HTTP.
+pub async fn health() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// The model is loaded and the engine accepts work.
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    if let Some(classifier) = state.classifier() {
+        return (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "encoder": classifier.engine().info(), "models": classifier.versions() })),
+        );
+    }
+    match state.load_error() {
+        Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "failed", "error": error }))),
+        None => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "loading" }))),
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    match state.support().support_report(tierline_support::conversation::metrics::Window::Week).await {
+        Ok(report) => set_support_gauges(&state, &report),
+        Err(err) => tracing::warn!(%err, "support metrics not refreshed"),
+    }
+    let encoder = prometheus::TextEncoder::new();
+    match encoder.encode_to_string(&state.registry().gather()) {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
+        Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {err}")).into_response(),
+    }
+}
+
+fn set_support_gauges(state: &AppState, report: &tierline_support::conversation::metrics::SupportReport) {
+    let gauges = state.support_gauges();
+    let queues = std::iter::once(("all", &report.overall)).chain(report.by_queue.iter().map(|(q, m)| (q.as_str(), m)));
+    for (queue, m) in queues {
+        let values = [
+            ("conversations", Some(m.conversations as f64)),
+            ("escalation_rate", m.escalation_rate),
+            ("ai_resolution_rate", m.ai_resolution_rate),
+            ("re_escalation_rate", m.re_escalation_rate),
+            ("over_escalation_rate", m.over_escalation_rate),
+            ("time_to_human_p50_seconds", m.time_to_human_p50_secs),
+            ("time_to_human_p90_seconds", m.time_to_human_p90_secs),
+            ("first_contact_resolution_after_escalation", m.first_contact_resolution_after_escalation),
+            ("csat_ai_resolved", m.csat_ai_resolved),
+            ("csat_escalated", m.csat_escalated),
+        ];
+        for (metric, value) in values {
+            if let Some(value) = value {
+                gauges.with_label_values(&[metric, queue]).set(value);
+            }
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! What the traffic says: anomaly alerts, accounts at risk, and the labeled examples learned from
+//! resolutions (list, review, export for training).
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::check_limit;
+use crate::http::error::{ApiError, ErrorBody};
+use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::http::state::AppState;
+use tierline_support::insights::anomaly::Alert;
+use tierline_support::insights::health::AccountHealth;
+use tierline_support::storage::{FeedbackFilter, FeedbackRow, FeedbackStatus};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertParams {
+    /// Only alerts still active.
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertsResponse {
+    /// Newest first: count, baseline, accounts, example tickets, characteristic terms.
+    pub alerts: Vec<Alert>,
+}
+
+/// Spikes of similar tickets across accounts (a likely bug or outage), newest first.
+#[utoipa::path(get, path = "/v1/alerts", tag = "insights", params(AlertParams), responses((status = 200, body = AlertsResponse), (status = 422, body = ErrorBody)))]
+pub async fn alerts(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AlertParams>,
+) -> Result<Json<AlertsResponse>, ApiError> {
+    check_limit(params.limit)?;
+    Ok(Json(AlertsResponse { alerts: state.support().alerts(params.active, params.limit).await? }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AtRiskParams {
+    /// Every assessed account, not only those at risk.
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AtRiskResponse {
+    /// Worst first: score out of 100, the reasons, the figures behind them.
+    pub accounts: Vec<AccountHealth>,
+}
+
+/// Accounts that need proactive outreach: health scored from sentiment trend, ticket frequency,
+/// escalations and repeated contacts.
+#[utoipa::path(get, path = "/v1/accounts/at-risk", tag = "insights", params(AtRiskParams), responses((status = 200, body = AtRiskResponse), (status = 422, body = ErrorBody)))]
+pub async fn at_risk(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<AtRiskParams>,
+) -> Result<Json<AtRiskResponse>, ApiError> {
+    check_limit(params.limit)?;
+    let mut accounts = state.support().account_health().await?;
+    accounts.retain(|a| params.all || a.at_risk);
+    accounts.truncate(params.limit);
+    Ok(Json(AtRiskResponse { accounts }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedbackParams {
+    /// The head the examples are for (`topic`).
+    pub head: Option<String>,
+    /// `pending`, `accepted` or `rejected`; all when absent.
+    pub status: Option<FeedbackStatus>,
+    /// Only examples with a greater id (paging).
+    #[serde(default)]
+    pub after: i64,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+impl FeedbackParams {
+    fn filter(&self) -> FeedbackFilter {
+        FeedbackFilter {
+            head: self.head.clone(),
+            statuses: self.status.into_iter().collect(),
+            after_id: self.after,
+            limit: self.limit,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedbackResponse {
+    pub examples: Vec<FeedbackRow>,
+}
+
+/// Labeled examples learned from resolutions (corrected topics, confirmed ones), oldest first.
+#[utoipa::path(get, path = "/v1/feedback", tag = "learning", params(FeedbackParams), responses((status = 200, body = FeedbackResponse), (status = 422, body = ErrorBody)))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<FeedbackParams>,
+) -> Result<Json<FeedbackResponse>, ApiError> {
+    check_limit(params.limit)?;
+    Ok(Json(FeedbackResponse { examples: state.support().feedback(params.filter()).await? }))
+}
+
+/// The examples as JSONL (`{"text", "label", ...}` per line), for `tierline train --file`.
+#[utoipa::path(get, path = "/v1/feedback/export", tag = "learning", params(FeedbackParams), responses((status = 200, content_type = "application/x-ndjson", body = String)))]
+pub async fn export(
+    State(state): State<AppState>,
+    ApiQuery(mut params): ApiQuery<FeedbackParams>,
+) -> Result<Response, ApiError> {
+    params.limit = 0;
+    let mut filter = params.filter();
+    if filter.statuses.is_empty() {
+        filter.statuses = vec![FeedbackStatus::Pending, FeedbackStatus::Accepted];
+    }
+    let body = state.support().export_feedback(filter).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    pub status: FeedbackStatus,
+    /// A corrected label, when the stored one is wrong.
+    pub label: Option<String>,
+}
+
+/// Accepts or rejects an example (rejected ones are never trained on), optionally relabelling it.
+#[utoipa::path(post, path = "/v1/feedback/{id}", tag = "learning", params(("id" = i64, Path)), request_body = Review, responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn review(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(review): ApiJson<Review>,
+) -> Result<StatusCode, ApiError> {
+    let label = review.label.map(|l| l.trim().to_string());
+    if label.as_ref().is_some_and(|l| l.is_empty() || l.chars().count() > 64) {
+        return Err(ApiError::invalid("label", "`label` must be 1-64 characters"));
+    }
+    state.support().review_feedback(id, review.status, label).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

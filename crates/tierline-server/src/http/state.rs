@@ -1,0 +1,125 @@
+//! Shared server state: the engine once the model is loaded, limits, metrics.
+
+use std::sync::{Arc, OnceLock, RwLock};
+use tierline_infer::sync::RwLockExt;
+
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, Opts, Registry};
+
+use crate::config::ServerConfig;
+use tierline_infer::classify::Classifier;
+use tierline_infer::Engine;
+use tierline_support::conversation::{Models, Support};
+use tierline_support::kb::KnowledgeBase;
+use tierline_support::settings::AuthMode;
+
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    classifier: OnceLock<Classifier>,
+    kb: OnceLock<KnowledgeBase>,
+    load_error: RwLock<Option<String>>,
+    support: Arc<Support>,
+    auth: AuthMode,
+    limits: ServerConfig,
+    registry: Registry,
+    http_seconds: HistogramVec,
+    support_gauges: GaugeVec,
+}
+
+impl AppState {
+    pub fn new(
+        limits: ServerConfig,
+        support: Arc<Support>,
+        auth: AuthMode,
+        registry: Registry,
+    ) -> anyhow::Result<Self> {
+        let http_seconds = HistogramVec::new(
+            HistogramOpts::new("tierline_http_request_seconds", "HTTP request latency by route and status")
+                .buckets(prometheus::exponential_buckets(0.0005, 2.0, 16)?),
+            &["route", "status"],
+        )?;
+        registry.register(Box::new(http_seconds.clone()))?;
+        let support_gauges = GaugeVec::new(
+            Opts::new("tierline_support", "Support metrics over the last 7 days (see GET /v1/metrics/support)"),
+            &["metric", "queue"],
+        )?;
+        registry.register(Box::new(support_gauges.clone()))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                classifier: OnceLock::new(),
+                kb: OnceLock::new(),
+                load_error: RwLock::new(None),
+                support,
+                auth,
+                limits,
+                registry,
+                http_seconds,
+                support_gauges,
+            }),
+        })
+    }
+
+    pub fn engine(&self) -> Option<&Engine> {
+        self.classifier().map(Classifier::engine)
+    }
+
+    pub fn classifier(&self) -> Option<&Classifier> {
+        self.inner.classifier.get()
+    }
+
+    pub fn set_classifier(&self, classifier: Classifier) {
+        if self.inner.classifier.set(classifier).is_err() {
+            tracing::warn!("models already loaded; ignoring the second set");
+        }
+    }
+
+    pub fn kb(&self) -> Option<&KnowledgeBase> {
+        self.inner.kb.get()
+    }
+
+    pub fn set_kb(&self, kb: KnowledgeBase) {
+        if self.inner.kb.set(kb).is_err() {
+            tracing::warn!("knowledge base already set; ignoring the second one");
+        }
+    }
+
+    pub fn support(&self) -> &Arc<Support> {
+        &self.inner.support
+    }
+
+    pub fn auth(&self) -> AuthMode {
+        self.inner.auth
+    }
+
+    /// The models, once loaded.
+    pub fn models(&self) -> Option<Models<'_>> {
+        self.classifier().map(|classifier| Models { classifier, kb: self.kb() })
+    }
+
+    pub fn set_load_error(&self, error: String) {
+        *self.inner.load_error.write_unpoisoned() = Some(error);
+    }
+
+    pub fn load_error(&self) -> Option<String> {
+        self.inner.load_error.read_unpoisoned().clone()
+    }
+
+    pub fn limits(&self) -> &ServerConfig {
+        &self.inner.limits
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn support_gauges(&self) -> &GaugeVec {
+        &self.inner.support_gauges
+    }
+
+    pub fn http_seconds(&self) -> &HistogramVec {
+        &self.inner.http_seconds
+    }
+}

@@ -1,0 +1,101 @@
+//! API keys and scopes. Keys are random 256-bit tokens shown once at creation; only their SHA-256
+//! is stored, so a leaked database does not leak keys. Keys never appear in logs.
+
+use std::str::FromStr;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::storage::{ApiKeyRow, Store};
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// A helpdesk integration: classify, answer, embed, run customer conversations.
+    Helpdesk,
+    /// Support agents: queues, handoff packets, agent replies, resolving, KB search.
+    Agent,
+    /// Everything, including knowledge-base edits and policy reloads.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Helpdesk => "helpdesk",
+            Scope::Agent => "agent",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "helpdesk" => Ok(Scope::Helpdesk),
+            "agent" => Ok(Scope::Agent),
+            "admin" => Ok(Scope::Admin),
+            other => Err(format!("unknown scope `{other}` (helpdesk, agent, admin)")),
+        }
+    }
+}
+
+pub struct CreatedKey {
+    pub id: String,
+    /// The secret: shown once, never stored.
+    pub key: String,
+}
+
+pub fn hash(key: &str) -> String {
+    format!("{:x}", Sha256::digest(key.as_bytes()))
+}
+
+pub fn create(store: &Store, name: &str, scopes: &[Scope]) -> anyhow::Result<CreatedKey> {
+    anyhow::ensure!(!scopes.is_empty(), "a key needs at least one scope");
+    anyhow::ensure!(!name.trim().is_empty(), "a key needs a name");
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|err| anyhow::anyhow!("no randomness from the operating system: {err}"))?;
+    let key = format!("tl_{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let id = crate::conversation::new_id("key");
+    let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
+    store.insert_key(&id, &hash(&key), name, &scopes)?;
+    Ok(CreatedKey { id, key })
+}
+
+/// The live key matching `presented`, if any.
+pub fn verify(store: &Store, presented: &str) -> anyhow::Result<Option<ApiKeyRow>> {
+    store.key_by_hash(&hash(presented))
+}
+
+/// Whether `key` holds one of `accepted` (admin holds every scope).
+pub fn allows(key: &ApiKeyRow, accepted: &[Scope]) -> bool {
+    key.scopes.iter().any(|s| s == Scope::Admin.as_str() || accepted.iter().any(|a| a.as_str() == s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stored_hashed_verified_and_revoked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let created = create(&store, "zendesk", &[Scope::Helpdesk]).unwrap();
+        assert!(created.key.starts_with("tl_") && created.key.len() == 67);
+        let raw = std::fs::read(dir.path().join("t.db")).unwrap_or_default();
+        let wal = std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default();
+        let needle = created.key.as_bytes();
+        assert!(
+            ![raw, wal].iter().any(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
+            "plaintext key stored"
+        );
+        let key = verify(&store, &created.key).unwrap().unwrap();
+        assert!(allows(&key, &[Scope::Helpdesk]) && !allows(&key, &[Scope::Admin]));
+        assert!(verify(&store, "tl_wrong").unwrap().is_none());
+        assert!(store.revoke_key(&created.id).unwrap());
+        assert!(verify(&store, &created.key).unwrap().is_none());
+    }
+}

@@ -1,0 +1,302 @@
+//! Knowledge base: articles -> passages -> tantivy BM25 + dense index -> hybrid search ->
+//! Tier-1 answers with citations, or an explicit "no answer" so the caller escalates.
+
+pub mod article;
+pub mod edits;
+pub mod eval;
+pub mod index;
+pub mod passage;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use tierline_infer::sync::{MutexExt, RwLockExt};
+
+use serde::Serialize;
+
+pub use article::{Article, Audience, IngestError};
+pub use edits::Edits;
+pub use index::{Filter, Hit, KbIndex, Mode};
+
+use tierline_infer::{Engine, EngineError};
+
+/// Similarity -> confidence: a logistic curve centred where answers start being right.
+/// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
+const CONFIDENCE_MIDPOINT: f32 = 0.45;
+const CONFIDENCE_SLOPE: f32 = 12.0;
+/// Edits made through the API or the CLI, beside the index generations.
+const EDITS_FILE: &str = "edits.json";
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Citation {
+    pub article_id: String,
+    pub title: String,
+    pub url: Option<String>,
+    pub heading: Option<String>,
+    /// Highlighted snippet of the passage.
+    pub passage: String,
+    pub score: f32,
+    pub similarity: f32,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Answer {
+    pub answered: bool,
+    /// The best passage, verbatim from the article: never generated text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
+    /// Why there is no answer: `no_relevant_article`, `ambiguous` or `low_confidence`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub confidence: f32,
+    pub citations: Vec<Citation>,
+    pub ai_generated: bool,
+}
+
+pub fn confidence(similarity: f32) -> f32 {
+    1.0 / (1.0 + (-(similarity - CONFIDENCE_MIDPOINT) * CONFIDENCE_SLOPE).exp())
+}
+
+pub struct KnowledgeBase {
+    index: RwLock<Arc<KbIndex>>,
+    engine: Engine,
+    root: PathBuf,
+    source: PathBuf,
+    min_confidence: f32,
+    /// Serialises edits: each one reads, changes and rebuilds the whole article set.
+    updating: Mutex<()>,
+}
+
+/// What an upsert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upserted {
+    Created,
+    Replaced,
+}
+
+impl KnowledgeBase {
+    /// Loads the articles at `source`, applies the stored edits, (re)builds the index under `root`
+    /// (reusing unchanged passage embeddings) and returns it with the articles that could not be
+    /// loaded.
+    pub fn build(
+        engine: Engine,
+        root: &Path,
+        source: &Path,
+        min_confidence: f32,
+    ) -> anyhow::Result<(Self, Vec<IngestError>)> {
+        let (articles, errors) = article::load(source)?;
+        for error in &errors {
+            tracing::warn!(%error, "article not indexed");
+        }
+        let articles = Edits::load(&root.join(EDITS_FILE))?.apply(articles);
+        let index = build_index(&engine, root, &articles)?;
+        tracing::info!(articles = articles.len(), passages = index.passages().len(), "knowledge base indexed");
+        let kb = Self {
+            index: RwLock::new(Arc::new(index)),
+            engine,
+            root: root.to_path_buf(),
+            source: source.to_path_buf(),
+            min_confidence,
+            updating: Mutex::new(()),
+        };
+        Ok((kb, errors))
+    }
+
+    /// The index readers use now; a rebuild swaps it whole.
+    pub fn current(&self) -> Arc<KbIndex> {
+        self.index.read_unpoisoned().clone()
+    }
+
+    /// Rebuilds from `articles` and swaps the new index in.
+    pub fn rebuild(&self, articles: &[Article]) -> anyhow::Result<()> {
+        let index = build_index(&self.engine, &self.root, articles)?;
+        *self.index.write_unpoisoned() = Arc::new(index);
+        Ok(())
+    }
+
+    /// Adds or replaces an article (blocking: it embeds the changed passages and rebuilds).
+    pub fn upsert(&self, article: Article) -> anyhow::Result<Upserted> {
+        Ok(self.upsert_all(vec![article])?.remove(0))
+    }
+
+    /// Adds or replaces articles with one rebuild. The edit is stored before the rebuild and taken
+    /// back if the rebuild fails.
+    pub fn upsert_all(&self, new: Vec<Article>) -> anyhow::Result<Vec<Upserted>> {
+        let _guard = self.updating.lock_unpoisoned();
+        let mut articles: Vec<Article> = self.current().articles().to_vec();
+        let mut outcomes = Vec::with_capacity(new.len());
+        for article in &new {
+            match articles.iter_mut().find(|a| a.id == article.id) {
+                Some(existing) => {
+                    *existing = article.clone();
+                    outcomes.push(Upserted::Replaced);
+                }
+                None => {
+                    articles.push(article.clone());
+                    outcomes.push(Upserted::Created);
+                }
+            }
+        }
+        self.apply_edit(|edits| new.into_iter().for_each(|a| edits.upsert(a)), &articles)?;
+        Ok(outcomes)
+    }
+
+    /// Removes an article; `false` when there was none with that id.
+    pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+        let _guard = self.updating.lock_unpoisoned();
+        let current = self.current();
+        if current.article(id).is_none() {
+            return Ok(false);
+        }
+        let articles: Vec<Article> = current.articles().iter().filter(|a| a.id != id).cloned().collect();
+        self.apply_edit(|edits| edits.delete(id), &articles)?;
+        Ok(true)
+    }
+
+    fn apply_edit(&self, edit: impl FnOnce(&mut Edits), articles: &[Article]) -> anyhow::Result<()> {
+        let path = self.root.join(EDITS_FILE);
+        let before = Edits::load(&path)?;
+        let mut after = before.clone();
+        edit(&mut after);
+        after.save(&path)?;
+        if let Err(err) = self.rebuild(articles) {
+            before.save(&path)?;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// The folder the articles are loaded from before the edits apply.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    async fn embed_query(&self, text: &str) -> Result<Vec<f32>, EngineError> {
+        Ok(self.engine.embed(vec![text.to_string()]).await?.remove(0).embedding)
+    }
+
+    pub async fn search(&self, query: &str, mode: Mode, k: usize, filter: &Filter) -> anyhow::Result<Vec<Citation>> {
+        let embedding = self.embed_query(query).await?;
+        let index = self.current();
+        let (query, filter) = (query.to_string(), filter.clone());
+        // A search takes milliseconds: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let hits = index.search(&query, &embedding, mode, k, &filter)?;
+            Ok(hits.iter().map(|hit| citation(&index, &query, hit)).collect())
+        })
+        .await?
+    }
+
+    /// A Tier-1 answer for a customer: public articles only.
+    pub async fn answer(&self, question: &str) -> anyhow::Result<Answer> {
+        self.answer_in_context(question, &[]).await
+    }
+
+    /// As `answer`, for a question asked in a conversation: `context` holds the customer's earlier
+    /// messages, oldest first. A follow-up ("and on the annual plan?") is also searched together
+    /// with the previous message; the reading whose best match is closer wins.
+    pub async fn answer_in_context(&self, question: &str, context: &[String]) -> anyhow::Result<Answer> {
+        let mut readings = vec![question.to_string()];
+        if let Some(previous) = context.iter().rev().find(|m| !m.trim().is_empty()) {
+            readings.push(format!("{previous} {question}"));
+        }
+        let embeddings: Vec<Vec<f32>> =
+            self.engine.embed(readings.clone()).await?.into_iter().map(|o| o.embedding).collect();
+        let index = self.current();
+        let min_confidence = self.min_confidence;
+        tokio::task::spawn_blocking(move || {
+            let mut best: Option<Answer> = None;
+            for (reading, embedding) in readings.iter().zip(&embeddings) {
+                let hits = index.search(reading, embedding, Mode::Hybrid, 5, &Filter::customer())?;
+                let answer = decide(&index, reading, &hits, min_confidence);
+                if best.as_ref().is_none_or(|b| answer.confidence > b.confidence) {
+                    best = Some(answer);
+                }
+            }
+            Ok(best.expect("at least the question itself is searched"))
+        })
+        .await?
+    }
+}
+
+fn build_index(engine: &Engine, root: &Path, articles: &[Article]) -> anyhow::Result<KbIndex> {
+    index::build(root, articles, &engine.info().reference(), |texts| {
+        let mut values = Vec::with_capacity(texts.len() * engine.info().dimensions);
+        for chunk in texts.chunks(128) {
+            for output in engine.embed_blocking(chunk)? {
+                values.extend_from_slice(&output.embedding);
+            }
+        }
+        Ok(values)
+    })
+}
+
+fn citation(index: &KbIndex, query: &str, hit: &Hit) -> Citation {
+    let passage = index.passage(hit.passage);
+    Citation {
+        article_id: passage.article_id.clone(),
+        title: passage.title.clone(),
+        url: passage.url.clone(),
+        heading: passage.heading.clone(),
+        passage: index.snippet(query, hit.passage),
+        score: hit.score,
+        similarity: hit.similarity,
+    }
+}
+
+/// Answer with the best passage when confident enough, else say why not.
+pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32) -> Answer {
+    // The passage that answers (best semantic match) is cited first, then the others by rank.
+    let top_index = hits.iter().enumerate().max_by(|a, b| a.1.similarity.total_cmp(&b.1.similarity)).map(|(i, _)| i);
+    let ordered: Vec<&Hit> = top_index
+        .map(|t| &hits[t])
+        .into_iter()
+        .chain(hits.iter().enumerate().filter(|(i, _)| Some(*i) != top_index).map(|(_, h)| h))
+        .collect();
+    let citations: Vec<Citation> = ordered.iter().take(3).map(|hit| citation(index, question, hit)).collect();
+    let Some(best) = hits.first() else {
+        return Answer {
+            answered: false,
+            answer: None,
+            reason: Some("no_relevant_article".into()),
+            confidence: 0.0,
+            citations,
+            ai_generated: true,
+        };
+    };
+    // Confidence follows the best semantic match among the top hits.
+    let top = hits.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)).unwrap_or(best);
+    let confidence = confidence(top.similarity);
+    let top_article = &index.passage(top.passage).article_id;
+    let runner_up = hits
+        .iter()
+        .filter(|h| &index.passage(h.passage).article_id != top_article)
+        .map(|h| h.similarity)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let reason = if confidence >= min_confidence {
+        None
+    } else if top.similarity < 0.3 {
+        Some("no_relevant_article")
+    } else if top.similarity - runner_up < 0.02 {
+        Some("ambiguous")
+    } else {
+        Some("low_confidence")
+    };
+    match reason {
+        Some(reason) => Answer {
+            answered: false,
+            answer: None,
+            reason: Some(reason.into()),
+            confidence,
+            citations,
+            ai_generated: true,
+        },
+        None => Answer {
+            answered: true,
+            answer: Some(index.passage(top.passage).text.clone()),
+            reason: None,
+            confidence,
+            citations,
+            ai_generated: true,
+        },
+    }
+}

@@ -1,0 +1,76 @@
+//! The support layer's own settings: the `[support]` and `[kb]` sections of the configuration.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportConfig {
+    /// SQLite database of conversations, messages and API keys, relative to `data_dir`.
+    pub database: PathBuf,
+    /// The triage policy: thresholds, phrases, queues, account rules.
+    pub policy: PathBuf,
+    /// API keys: `auto` (required once a key exists), `required`, or `off`.
+    pub auth: AuthMode,
+    /// Where anomaly alerts are POSTed as JSON (`http://` only); empty: no webhook.
+    pub alert_webhook_url: String,
+    /// Attempts per alert before the webhook gives up (backoff 1 s, 2 s, 4 s...).
+    pub alert_webhook_attempts: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Auto,
+    Required,
+    Off,
+}
+
+impl Default for SupportConfig {
+    fn default() -> Self {
+        Self {
+            database: PathBuf::from("tierline.db"),
+            policy: PathBuf::from("models/policy.toml"),
+            auth: AuthMode::Auto,
+            alert_webhook_url: String::new(),
+            alert_webhook_attempts: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KbConfig {
+    /// Folder of Markdown articles and/or JSONL rows to index at start; empty disables the KB.
+    pub source: PathBuf,
+    /// Where the index lives, relative to `data_dir`.
+    pub index_dir: PathBuf,
+    /// Below this confidence `/v1/answer` returns `answered: false` with the reason.
+    pub min_confidence: f32,
+}
+
+impl Default for KbConfig {
+    fn default() -> Self {
+        Self { source: PathBuf::from("index/kb"), index_dir: PathBuf::from("kb"), min_confidence: 0.5 }
+    }
+}
+
+impl KbConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!((0.0..=1.0).contains(&self.min_confidence), "`kb.min_confidence` must be between 0 and 1");
+        Ok(())
+    }
+}
+
+impl SupportConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let webhook = &self.alert_webhook_url;
+        anyhow::ensure!(
+            webhook.is_empty() || webhook.starts_with("http://"),
+            "`support.alert_webhook_url` must be an http:// URL (got `{webhook}`); TLS is left to a local relay"
+        );
+        anyhow::ensure!(self.alert_webhook_attempts > 0, "`support.alert_webhook_attempts` must be greater than 0");
+        Ok(())
+    }
+}
