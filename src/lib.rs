@@ -9,4 +9,4 @@ pub use tierline_infer as inference;
 pub use tierline_infer::classify;
 pub use tierline_server::bootstrap as server;
 pub use tierline_server::{config, http};
-pub use tierline_support::{access, conversation, insights, kb, learn, settings, storage, triage};
+pub use tierline_support::{access, conversation, insights, kb, learn, settings, store, triage};

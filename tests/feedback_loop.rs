@@ -13,7 +13,7 @@ use serde_json::json;
 
 use common::server::TestServer;
 use tierline::config::Config;
-use tierline::storage::{Change, NewFeedback, NewMessage, Store};
+use tierline::store::{Change, FeedbackKind, NewFeedback, NewMessage, Role, SqliteStore, Store};
 
 const TEMPLATES: &[(&str, &[&str])] = &[
     (
@@ -211,7 +211,7 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     println!("held-out broken-in-transit tickets routed to refund: {before:.2} before, {after:.2} after");
 
     // A bad feedback set: ordinary billing tickets "corrected" to out-of-scope.
-    let store = Store::open(&config.support.database).unwrap();
+    let store = SqliteStore::open(&config.support.database).unwrap();
     for (i, text) in fill(
         TEMPLATES[1].1,
         &["phone plan", "printer", "sofa", "gym membership", "tablet", "bike", "coffee machine", "router"],
@@ -220,17 +220,17 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     .enumerate()
     {
         let id = format!("conv_bad{i}");
-        store.create_conversation(&id, &json!({}), &json!({})).unwrap();
+        store.create_conversation(&id, &json!({}), &Default::default()).await.unwrap();
         let message =
-            NewMessage { role: "customer", author: None, text: text.clone(), decision: None, embedding: None };
+            NewMessage { role: Role::Customer, author: None, text: text.clone(), detail: None, embedding: None };
         let feedback = vec![NewFeedback {
             head: "topic".into(),
             text,
             label: "other".into(),
             predicted: Some("billing".into()),
-            kind: "corrected",
+            kind: FeedbackKind::Corrected,
         }];
-        store.record(&id, &[message], &Change { feedback, ..Default::default() }).unwrap();
+        store.record(&id, vec![message], Change { feedback, ..Default::default() }).await.unwrap();
     }
     let (ok, log) = tierline(&config_path, &["train", "--from-feedback", "topic", "--file", base.to_str().unwrap()]);
     assert!(!ok && log.contains("not promoted"), "{log}");

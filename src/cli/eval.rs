@@ -10,7 +10,8 @@ use tierline::inference::heads::{Activation, ClassifierHead};
 use tierline::inference::{Engine, ResolvedModel};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::eval::{self, Evaluation};
-use tierline::learn::recipe::{Example, Recipe};
+use tierline::learn::pipeline::{self, RecipeSource};
+use tierline::learn::recipe::Example;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum EvalSubcommand {
@@ -271,26 +272,14 @@ fn eval_on_recipe(
     data_dir: &Path,
     json: bool,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        data_dir.is_dir(),
-        "training data folder {} is missing: recipes read the shared public datasets from there (pass --data DIR)",
-        data_dir.display()
-    );
-    let (recipe, recipe_dir) = Recipe::load(recipe_path)?;
-    let mut examples = Vec::new();
-    for source in &recipe.sources {
-        examples.extend(recipe.examples(source, &recipe_dir, data_dir)?);
-    }
-    let splits = recipe.split(examples);
+    let source = RecipeSource::load(recipe_path, data_dir)?;
     let engine = super::train::start_engine(&config)?;
     let info = engine.info().clone();
     let head = ClassifierHead::load(head_dir, &info.reference(), &candle_core::Device::Cpu)?;
     let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, head.card().input, rows, label);
-    let test_x = embed(&splits.test, "test")?;
-    let evaluations =
-        super::train::held_out_evaluations(&recipe, &recipe_dir, data_dir, &splits.test, &test_x, &head, &embed)?;
+    let evaluations = pipeline::evaluate_head(&engine, &cache, &source, &head);
     engine.shutdown();
+    let evaluations = evaluations?;
     if json {
         let report = serde_json::json!({
             "head": head.card().name,

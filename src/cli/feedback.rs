@@ -7,201 +7,76 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use tierline::config::Config;
 use tierline::inference::head_versions::HeadVersions;
-use tierline::inference::heads::{head_folders, Activation, ClassifierHead, Head, HeadCard};
+use tierline::inference::heads::{head_folders, HeadCard};
 use tierline::learn::embed_cache::EmbedCache;
-use tierline::learn::eval::{self, Evaluation, Report};
-use tierline::learn::feedback::{self, Scores};
-use tierline::learn::recipe::Example;
-use tierline::learn::train::{self, HeadShape, Split};
-use tierline::storage::{FeedbackFilter, FeedbackStatus, Store};
+use tierline::learn::pipeline::{self, FeedbackChoice, RetrainSettings, ServedHead};
+use tierline::store::{FeedbackFilter, FeedbackStatus};
 
-use super::train::{base_recipe, start_engine, TrainArgs};
+use super::train::{command_line, recipe_source, start_engine, TrainArgs};
 
 /// Retrains `head` on its original data plus the feedback stored at resolutions, compares the
 /// candidate with the served version on held-out data, and promotes it only if it is not worse.
 pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyhow::Result<()> {
-    let command = std::iter::once("tierline".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let versions = HeadVersions::new(config.infer().head_versions_dir());
-    let engine = start_engine(&config)?;
-    let info = engine.info().clone();
-    let served_dir = versions.current_dir(head).unwrap_or_else(|| config.models.heads_dir.join(head));
-    let current = ClassifierHead::load(&served_dir, &info.reference(), &candle_core::Device::Cpu)
-        .with_context(|| format!("cannot load the served version of head `{head}`"))?;
-    let card = current.card().clone();
-    anyhow::ensure!(
-        card.activation == Activation::Softmax,
-        "learning from feedback needs a single-label head; `{head}` is multi-label"
-    );
-    eprintln!("served: {head} v{} from {}", card.version, served_dir.display());
-
-    // The original data, labelled the way the served head labels.
-    let (mut recipe, recipe_dir, data_dir) = base_recipe(args, Some((&config.models.heads_dir, head)))?;
-    let mut base = Vec::new();
-    for source in &recipe.sources {
-        base.extend(recipe.examples(source, &recipe_dir, &data_dir)?);
-    }
-    let (base, dropped) = relabel(base, &recipe.labels, &card.labels);
-    if dropped > 0 {
-        eprintln!("{dropped} original examples carry labels the served head lacks; left out");
-    }
-    recipe.labels = card.labels.clone();
-    // The candidate has the served head's shape (an ensemble is already merged into it).
-    recipe.hidden = card.hidden.clone();
-    recipe.train.ensemble = 1;
-    let splits = recipe.split(base);
-
-    // The feedback, split into training and held-out parts.
     let database = config.database_path();
     anyhow::ensure!(database.is_file(), "no database at {}: nothing to learn from yet", database.display());
-    let store = Store::open(&database)?;
-    let statuses = if args.reviewed_only {
-        vec![FeedbackStatus::Accepted]
-    } else {
-        vec![FeedbackStatus::Pending, FeedbackStatus::Accepted]
+    let choice = FeedbackChoice { reviewed_only: args.reviewed_only, include_confirmed: args.include_confirmed };
+    let rows = super::block_on(async {
+        let store = super::open_store(&config).await?;
+        anyhow::Ok(pipeline::training_feedback(store.as_ref(), head, choice).await?)
+    })??;
+    let source = recipe_source(args, Some((&config.models.heads_dir, head)))?;
+    let versions = HeadVersions::new(config.infer().head_versions_dir());
+    let engine = start_engine(&config)?;
+    let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
+    let settings = RetrainSettings {
+        feedback_weight: args.feedback_weight,
+        tolerance: args.tolerance,
+        dry_run: args.no_promote,
+        command: command_line(),
     };
-    let mut rows = store.feedback(&FeedbackFilter { head: Some(head.into()), statuses, after_id: 0, limit: 0 })?;
-    // Unreviewed confirmations repeat the head's own prediction: learning from them would only
-    // entrench it. Corrections, and whatever a person accepted, are the signal.
-    rows.retain(|r| args.include_confirmed || r.kind == "corrected" || r.status == FeedbackStatus::Accepted);
-    let feedback = feedback::examples(&rows, &card.labels);
-    for (label, count) in &feedback.unknown_labels {
+    let served = ServedHead { versions: &versions, heads_dir: &config.models.heads_dir, name: head };
+    let report = pipeline::retrain_from_feedback(&engine, &cache, &served, source, &rows, &settings);
+    engine.shutdown();
+    let report = report?;
+    eprintln!("served: {head} v{} from {}", report.served_version, report.served_from.display());
+    if report.dropped_original > 0 {
+        eprintln!("{} original examples carry labels the served head lacks; left out", report.dropped_original);
+    }
+    for (label, count) in &report.unknown_labels {
         eprintln!("{count} feedback examples labelled `{label}`, which head `{head}` does not have; left out");
     }
-    anyhow::ensure!(
-        !feedback.train.is_empty(),
-        "no usable feedback for head `{head}` in {} (resolve conversations with `corrected_topic`, or review examples)",
-        database.display()
-    );
+    let (train, dev, test) = report.original_split;
     eprintln!(
-        "original: train {}, dev {}, test {}; feedback: train {} (x{} weight), held out {}",
-        splits.train.len(),
-        splits.dev.len(),
-        splits.test.len(),
-        feedback.train.len(),
-        args.feedback_weight,
-        feedback.held_out.len()
+        "original: train {train}, dev {dev}, test {test}; feedback: train {} (x{} weight), held out {}",
+        report.feedback_train, args.feedback_weight, report.feedback_held_out
     );
-
-    let cache = EmbedCache::new(config.data_dir.join("cache/embeddings"));
-    let embed = |rows: &[Example], label: &str| cache.embed_examples(&engine, card.input, rows, label);
-    let (mut train_x, dev_x, test_x) =
-        (embed(&splits.train, "train")?, embed(&splits.dev, "dev")?, embed(&splits.test, "test")?);
-    let (feedback_x, held_out_x) = (embed(&feedback.train, "feedback")?, embed(&feedback.held_out, "held-out")?);
-    let mut train_rows = splits.train.clone();
-    for _ in 0..args.feedback_weight.max(1) {
-        train_rows.extend(feedback.train.iter().cloned());
-        train_x.extend_from_slice(&feedback_x);
-    }
-
-    let shape = HeadShape {
-        dims: current.input_dimensions(),
-        hidden: &recipe.hidden,
-        labels: card.labels.len(),
-        multi_label: false,
-    };
-    let outcome = train::train(
-        &shape,
-        &recipe.train,
-        &Split { embeddings: &train_x, examples: &train_rows },
-        &Split { embeddings: &dev_x, examples: &splits.dev },
-        true,
-    )?;
-    let number = versions.versions(head).last().copied().unwrap_or(0).max(card.version) + 1;
-    let mut candidate_card = HeadCard {
-        version: number,
-        temperature: outcome.temperature,
-        thresholds: outcome.thresholds.clone(),
-        created: super::train::today(),
-        ..card.clone()
-    };
-    let candidate = ClassifierHead::from_parts(candidate_card.clone(), &outcome.tensors)?;
-
-    let judge = |head: &ClassifierHead| -> anyhow::Result<(Scores, Vec<Evaluation>)> {
-        let base = eval::evaluate("original held-out split", head, &test_x, &splits.test)?;
-        let held_out = if feedback.held_out.is_empty() {
-            None
-        } else {
-            Some(eval::evaluate("held-out feedback", head, &held_out_x, &feedback.held_out)?)
-        };
-        let scores = Scores { base_macro_f1: base.headline(), feedback_accuracy: held_out.as_ref().map(accuracy) };
-        Ok((scores, std::iter::once(base).chain(held_out).collect()))
-    };
-    let (current_scores, _) = judge(&current)?;
-    let (candidate_scores, evaluations) = judge(&candidate)?;
-    let verdict = feedback::verdict(&current_scores, &candidate_scores, args.tolerance);
-    println!("{:<34} {:>10} {:>10}", "", format!("v{}", card.version), format!("v{number}"));
+    let (served, candidate) = (&report.served_scores, &report.candidate_scores);
     println!(
-        "{:<34} {:>10.4} {:>10.4}",
-        "macro-F1, original held-out", current_scores.base_macro_f1, candidate_scores.base_macro_f1
+        "{:<34} {:>10} {:>10}",
+        "",
+        format!("v{}", report.served_version),
+        format!("v{}", report.candidate_version)
     );
-    if let (Some(before), Some(after)) = (current_scores.feedback_accuracy, candidate_scores.feedback_accuracy) {
+    println!("{:<34} {:>10.4} {:>10.4}", "macro-F1, original held-out", served.base_macro_f1, candidate.base_macro_f1);
+    if let (Some(before), Some(after)) = (served.feedback_accuracy, candidate.feedback_accuracy) {
         println!("{:<34} {:>10.4} {:>10.4}", "accuracy, held-out feedback", before, after);
     }
-    for reason in &verdict.reasons {
+    for reason in &report.verdict.reasons {
         println!("  - {reason}");
     }
-    if !verdict.promote {
-        anyhow::bail!("not promoted: {head} v{number} is worse than the served v{}", card.version);
+    let number = report.candidate_version;
+    if !report.verdict.promote {
+        anyhow::bail!("not promoted: {head} v{number} is worse than the served v{}", report.served_version);
     }
-    if args.no_promote {
-        println!("{head} v{number} would be promoted (--no-promote: nothing written)");
-        return Ok(());
+    match &report.promoted {
+        None => println!("{head} v{number} would be promoted (--no-promote: nothing written)"),
+        Some(dir) => println!(
+            "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
+            dir.display(),
+            config.models.head_poll_secs
+        ),
     }
-
-    candidate_card.training = serde_json::json!({
-        "command": command,
-        "from_feedback": {
-            "base_version": card.version,
-            "feedback_examples": {"train": feedback.train.len(), "held_out": feedback.held_out.len()},
-            "feedback_weight": args.feedback_weight,
-            "reviewed_only": args.reviewed_only,
-        },
-        "examples": {"train": train_rows.len(), "dev": splits.dev.len(), "test": splits.test.len()},
-        "epochs_run": outcome.epochs_run,
-        "best_epoch": outcome.best_epoch,
-        "previous": card.training,
-    });
-    candidate_card.metrics = serde_json::json!({
-        "compared_with": {"version": card.version, "scores": current_scores},
-        "scores": candidate_scores,
-        "evaluations": evaluations.iter().map(super::train::summary).collect::<Vec<_>>(),
-    });
-    let (staged, dir) = versions.stage(head, number)?;
-    anyhow::ensure!(staged == number, "version v{number} was taken meanwhile; run again");
-    ClassifierHead::save_parts(&dir, &candidate_card, &outcome.tensors)?;
-    versions.promote(head, &format!("v{number}"))?;
-    println!(
-        "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
-        dir.display(),
-        config.models.head_poll_secs
-    );
-    engine.shutdown();
     Ok(())
-}
-
-fn accuracy(evaluation: &Evaluation) -> f64 {
-    match &evaluation.report {
-        Report::Single(report) => report.accuracy,
-        Report::Multi(report) => report.subset_accuracy,
-    }
-}
-
-/// Maps label indices from `from` onto `to` by name; examples whose label `to` lacks are dropped.
-fn relabel(examples: Vec<Example>, from: &[String], to: &[String]) -> (Vec<Example>, usize) {
-    let before = examples.len();
-    let kept: Vec<Example> = examples
-        .into_iter()
-        .filter_map(|mut example| {
-            example.labels = example
-                .labels
-                .iter()
-                .map(|&i| to.iter().position(|l| Some(l) == from.get(i)))
-                .collect::<Option<Vec<_>>>()?;
-            Some(example)
-        })
-        .collect();
-    let dropped = before - kept.len();
-    (kept, dropped)
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,14 +138,17 @@ pub struct ExportArgs {
 
 pub fn feedback(config: Config, command: FeedbackCommand) -> anyhow::Result<()> {
     let FeedbackCommand::Export(args) = command;
-    let store = Store::open(&config.database_path())?;
     let filter = FeedbackFilter {
         head: args.head,
         statuses: vec![FeedbackStatus::Pending, FeedbackStatus::Accepted],
         after_id: 0,
         limit: 0,
     };
-    let text = store.feedback_jsonl(&filter)?;
+    let rows = super::block_on(async {
+        let store = super::open_store(&config).await?;
+        anyhow::Ok(store.feedback(&filter).await?)
+    })??;
+    let text = tierline::learn::feedback::to_jsonl(&rows)?;
     match args.out {
         Some(path) => std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{text}"),

@@ -1,7 +1,6 @@
 use clap::Subcommand;
 use tierline::access::{self, Scope};
 use tierline::config::Config;
-use tierline::storage::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -21,21 +20,25 @@ pub enum KeysCommand {
 }
 
 pub fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_path())?;
+    super::block_on(keys(config, command))?
+}
+
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = super::open_store(&config).await?;
     match command {
         KeysCommand::Create { name, scopes } => {
-            let created = access::create(&store, &name, &scopes)?;
+            let created = access::create(store.as_ref(), &name, &scopes).await?;
             eprintln!("created {} ({name}); store the key now, it is not shown again:", created.id);
             println!("{}", created.key);
         }
         KeysCommand::List => {
-            for key in store.keys()? {
+            for key in store.keys().await? {
                 let state = if key.revoked_at.is_some() { "revoked" } else { "live" };
                 println!("{}\t{}\t{}\t{state}", key.id, key.name, key.scopes.join(","));
             }
         }
         KeysCommand::Revoke { id } => {
-            anyhow::ensure!(store.revoke_key(&id)?, "no live key with id `{id}`");
+            anyhow::ensure!(store.revoke_key(&id).await?, "no live key with id `{id}`");
             println!("revoked {id}");
         }
     }

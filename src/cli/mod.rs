@@ -89,6 +89,17 @@ pub fn texts_from_args_or_stdin(texts: Vec<String>, what: &str) -> anyhow::Resul
     Ok(texts)
 }
 
+/// Runs `work` to completion on a small runtime: the store is async, the CLI is not.
+pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(work))
+}
+
+/// The configured database (created on first use).
+pub async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn tierline::store::Store>> {
+    tierline::store::open(&config.database_path()).await
+}
+
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
         0 => "warn,tierline=info",

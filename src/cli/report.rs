@@ -1,7 +1,6 @@
 use tierline::config::Config;
 use tierline::conversation::calibration;
 use tierline::conversation::metrics::{self, Window};
-use tierline::storage::Store;
 use tierline::triage::Policy;
 
 #[derive(Debug, clap::Args)]
@@ -15,8 +14,10 @@ pub struct ReportArgs {
 }
 
 pub fn run(config: Config, args: ReportArgs) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_path())?;
-    let report = metrics::load_report(&store, args.window)?;
+    let report = super::block_on(async {
+        let store = super::open_store(&config).await?;
+        anyhow::Ok(metrics::load_report(store.as_ref(), args.window).await?)
+    })??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -36,9 +37,11 @@ pub struct CalibrateArgs {
 }
 
 pub fn calibrate(config: Config, args: CalibrateArgs) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_path())?;
     let policy = Policy::load(&config.support.policy)?;
-    let report = calibration::load_and_calibrate(&store, &policy, args.window)?;
+    let report = super::block_on(async {
+        let store = super::open_store(&config).await?;
+        anyhow::Ok(calibration::load_and_calibrate(store.as_ref(), &policy, args.window).await?)
+    })??;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

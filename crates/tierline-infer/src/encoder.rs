@@ -98,6 +98,39 @@ pub struct TokenizedText {
     pub truncated: bool,
 }
 
+/// The encoder families tierline loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Architecture {
+    Bert,
+    DistilBert,
+    XlmRoberta,
+}
+
+impl Architecture {
+    /// From `model_type`, else the first of `architectures`.
+    fn of(probe: &ArchProbe) -> anyhow::Result<Self> {
+        let model_type = probe
+            .model_type
+            .clone()
+            .or_else(|| probe.architectures.first().map(|a| a.to_lowercase()))
+            .unwrap_or_default();
+        Ok(match model_type.as_str() {
+            "bert" => Architecture::Bert,
+            "distilbert" => Architecture::DistilBert,
+            "xlm-roberta" | "roberta" => Architecture::XlmRoberta,
+            other => bail!("model_type `{other}` is not supported (bert, distilbert, xlm-roberta)"),
+        })
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::DistilBert => "distilbert",
+            Architecture::XlmRoberta => "xlm-roberta",
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct ArchProbe {
     model_type: Option<String>,
@@ -202,28 +235,17 @@ impl Encoder {
         let config_path = dir.join("config.json");
         let config_text =
             std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let probe: ArchProbe =
+        // Parsed once; each backend reads its own config type from the same value.
+        let config: serde_json::Value =
             serde_json::from_str(&config_text).with_context(|| format!("invalid {}", config_path.display()))?;
-        let model_type = probe
-            .model_type
-            .clone()
-            .or_else(|| probe.architectures.first().map(|a| a.to_lowercase()))
-            .unwrap_or_default();
-        let arch = match model_type.as_str() {
-            "bert" => "bert",
-            "distilbert" => "distilbert",
-            "xlm-roberta" | "roberta" => "xlm-roberta",
-            other => bail!(
-                "{}: model_type `{other}` is not supported (bert, distilbert, xlm-roberta)",
-                config_path.display()
-            ),
-        };
+        let probe: ArchProbe = parse_config(&config, &config_path)?;
+        let arch = Architecture::of(&probe).with_context(|| format!("{}", config_path.display()))?;
         let (pooling, normalize) = match pooling {
             Some(forced) => forced,
             None => pooling_from_folder(dir)?,
         };
         // RoBERTa positions start after the padding index.
-        let position_offset = if arch == "xlm-roberta" { probe.pad_token_id.unwrap_or(1) + 1 } else { 0 };
+        let position_offset = if arch == Architecture::XlmRoberta { probe.pad_token_id.unwrap_or(1) + 1 } else { 0 };
         let position_limit = probe.max_position_embeddings.unwrap_or(512).saturating_sub(position_offset);
         let st_config = dir.join("sentence_bert_config.json");
         let max_tokens = if st_config.exists() {
@@ -247,47 +269,51 @@ impl Encoder {
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
             .with_context(|| format!("cannot map {}", weights.display()))?;
 
-        let packed_possible = arch == "bert" && device.is_cpu();
+        let packed_possible = arch == Architecture::Bert && device.is_cpu();
         if precision == Precision::Int8 && (!packed_possible || backend == BackendKind::Generic) {
             bail!(
-                "precision int8 runs on the packed backend, for BERT models on the CPU only (model: {arch}, device: {}, backend: {backend:?})",
+                "precision int8 runs on the packed backend, for BERT models on the CPU only (model: {}, device: {}, backend: {backend:?})",
+                arch.as_str(),
                 device_label(device)
             );
         }
         let use_packed = match backend {
             BackendKind::Auto => packed_possible,
             BackendKind::Packed if !packed_possible => {
-                bail!("the packed backend runs BERT models on the CPU only (model: {arch}, device: {device:?})")
+                bail!(
+                    "the packed backend runs BERT models on the CPU only (model: {}, device: {device:?})",
+                    arch.as_str()
+                )
             }
             BackendKind::Packed => true,
             BackendKind::Generic => false,
         };
         let backend = if use_packed {
-            let config: BertConfig = serde_json::from_str(&config_text)?;
-            match config.unsupported_reason() {
+            let bert: BertConfig = parse_config(&config, &config_path)?;
+            match bert.unsupported_reason() {
                 Some(reason) if backend == BackendKind::Auto && precision == Precision::F32 => {
                     tracing::info!(%reason, "packed backend not applicable, using the generic one");
-                    Backend::Bert(LayeredBert::load(vb, &serde_json::from_str(&config_text)?)?)
+                    Backend::Bert(LayeredBert::load(vb, &parse_config(&config, &config_path)?)?)
                 }
-                _ => Backend::Packed(PackedBert::load(vb, &config, threads, precision)?),
+                _ => Backend::Packed(PackedBert::load(vb, &bert, threads, precision)?),
             }
         } else {
             match arch {
-                "bert" => Backend::Bert(LayeredBert::load(vb, &serde_json::from_str(&config_text)?)?),
-                "distilbert" => {
-                    Backend::DistilBert(distilbert::DistilBertModel::load(vb, &serde_json::from_str(&config_text)?)?)
+                Architecture::Bert => Backend::Bert(LayeredBert::load(vb, &parse_config(&config, &config_path)?)?),
+                Architecture::DistilBert => {
+                    Backend::DistilBert(distilbert::DistilBertModel::load(vb, &parse_config(&config, &config_path)?)?)
                 }
-                _ => {
+                Architecture::XlmRoberta => {
                     let vb = if vb.contains_tensor("roberta.embeddings.word_embeddings.weight") {
                         vb.pp("roberta")
                     } else {
                         vb
                     };
-                    Backend::XlmRoberta(xlm_roberta::XLMRobertaModel::new(&serde_json::from_str(&config_text)?, vb)?)
+                    Backend::XlmRoberta(xlm_roberta::XLMRobertaModel::new(&parse_config(&config, &config_path)?, vb)?)
                 }
             }
         };
-        let dimensions = dimensions_of(&config_text)?;
+        let dimensions = dimensions_of(&config)?;
         let backend_name = match backend {
             Backend::Packed(_) => "packed",
             _ => "generic",
@@ -300,7 +326,7 @@ impl Encoder {
         let info = EncoderInfo {
             id: model.id.clone(),
             revision: model.revision.clone(),
-            architecture: arch.to_string(),
+            architecture: arch.as_str().to_string(),
             backend: backend_name.to_string(),
             precision,
             device: device_label(device),
@@ -310,7 +336,7 @@ impl Encoder {
             normalize,
             layer_pools,
         };
-        tracing::info!(model = %info.id, arch, backend = backend_name, precision = precision.as_str(), max_tokens, ?pooling, normalize, "encoder loaded");
+        tracing::info!(model = %info.id, arch = arch.as_str(), backend = backend_name, precision = precision.as_str(), max_tokens, ?pooling, normalize, "encoder loaded");
         Ok(Self { info, tokenizer, backend, device: device.clone() })
     }
 
@@ -493,8 +519,12 @@ pub fn tokenize_with(tokenizer: &Tokenizer, max_tokens: usize, text: &str) -> an
     Ok(TokenizedText { ids, truncated })
 }
 
-fn dimensions_of(config_text: &str) -> anyhow::Result<usize> {
-    let value: serde_json::Value = serde_json::from_str(config_text)?;
+/// A model config type read from the already-parsed `config.json`.
+fn parse_config<T: serde::de::DeserializeOwned>(config: &serde_json::Value, path: &Path) -> anyhow::Result<T> {
+    T::deserialize(config).with_context(|| format!("invalid {}", path.display()))
+}
+
+fn dimensions_of(value: &serde_json::Value) -> anyhow::Result<usize> {
     value
         .get("hidden_size")
         .or_else(|| value.get("dim"))

@@ -16,7 +16,6 @@ use tierline_infer::EngineMetrics;
 use tierline_support::conversation::Support;
 use tierline_support::insights::alerts::Alerting;
 use tierline_support::kb::KnowledgeBase;
-use tierline_support::storage::Store;
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
 /// when the models cannot be loaded (including a head trained on another encoder).
@@ -27,9 +26,13 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     // Storage and policy first: a bad policy or an unreadable database stops the start at once.
-    let store = Arc::new(Store::open(&config.database_path())?);
-    let alerting =
-        Alerting::new(config.anomaly.clone(), &config.support.alert_webhook_url, config.support.alert_webhook_attempts);
+    let store = tierline_support::store::open(&config.database_path()).await?;
+    let alerting = Alerting::new(
+        store.clone(),
+        config.anomaly.clone(),
+        &config.support.alert_webhook_url,
+        config.support.alert_webhook_attempts,
+    );
     let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting)?);
     let sweeper = support.spawn_sweeper();
     let replay = replay_tickets(support.clone());

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::storage::{ApiKeyRow, Store};
+use crate::clock::{new_id, random_hex};
+use crate::store::{ApiKeyRow, Store, StoreResult};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -53,21 +54,19 @@ pub fn hash(key: &str) -> String {
     format!("{:x}", Sha256::digest(key.as_bytes()))
 }
 
-pub fn create(store: &Store, name: &str, scopes: &[Scope]) -> anyhow::Result<CreatedKey> {
+pub async fn create(store: &dyn Store, name: &str, scopes: &[Scope]) -> anyhow::Result<CreatedKey> {
     anyhow::ensure!(!scopes.is_empty(), "a key needs at least one scope");
     anyhow::ensure!(!name.trim().is_empty(), "a key needs a name");
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|err| anyhow::anyhow!("no randomness from the operating system: {err}"))?;
-    let key = format!("tl_{}", secret.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    let id = crate::conversation::new_id("key");
+    let key = format!("tl_{}", random_hex(32)?);
+    let id = new_id("key");
     let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
-    store.insert_key(&id, &hash(&key), name, &scopes)?;
+    store.insert_key(&id, &hash(&key), name, &scopes).await?;
     Ok(CreatedKey { id, key })
 }
 
 /// The live key matching `presented`, if any.
-pub fn verify(store: &Store, presented: &str) -> anyhow::Result<Option<ApiKeyRow>> {
-    store.key_by_hash(&hash(presented))
+pub async fn verify(store: &dyn Store, presented: &str) -> StoreResult<Option<ApiKeyRow>> {
+    store.key_by_hash(&hash(presented)).await
 }
 
 /// Whether `key` holds one of `accepted` (admin holds every scope).
@@ -79,11 +78,11 @@ pub fn allows(key: &ApiKeyRow, accepted: &[Scope]) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_are_stored_hashed_verified_and_revoked() {
+    #[tokio::test]
+    async fn keys_are_stored_hashed_verified_and_revoked() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let created = create(&store, "zendesk", &[Scope::Helpdesk]).unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let created = create(&store, "zendesk", &[Scope::Helpdesk]).await.unwrap();
         assert!(created.key.starts_with("tl_") && created.key.len() == 67);
         let raw = std::fs::read(dir.path().join("t.db")).unwrap_or_default();
         let wal = std::fs::read(dir.path().join("t.db-wal")).unwrap_or_default();
@@ -92,10 +91,10 @@ mod tests {
             ![raw, wal].iter().any(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
             "plaintext key stored"
         );
-        let key = verify(&store, &created.key).unwrap().unwrap();
+        let key = verify(&store, &created.key).await.unwrap().unwrap();
         assert!(allows(&key, &[Scope::Helpdesk]) && !allows(&key, &[Scope::Admin]));
-        assert!(verify(&store, "tl_wrong").unwrap().is_none());
-        assert!(store.revoke_key(&created.id).unwrap());
-        assert!(verify(&store, &created.key).unwrap().is_none());
+        assert!(verify(&store, "tl_wrong").await.unwrap().is_none());
+        assert!(store.revoke_key(&created.id).await.unwrap());
+        assert!(verify(&store, &created.key).await.unwrap().is_none());
     }
 }

@@ -3,10 +3,11 @@
 //! storage behind them. Uses `tierline-infer` for every model; knows nothing of HTTP.
 
 pub mod access;
+pub mod clock;
 pub mod conversation;
 pub mod insights;
 pub mod kb;
 pub mod learn;
 pub mod settings;
-pub mod storage;
+pub mod store;
 pub mod triage;

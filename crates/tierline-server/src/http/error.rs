@@ -5,8 +5,9 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-
 use tierline_infer::EngineError;
+use tierline_support::conversation::SupportError;
+use tierline_support::store::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -57,23 +58,38 @@ impl ApiError {
     }
 }
 
+/// The request deadline passed before the work finished.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadlinePassed(pub std::time::Duration);
+
+impl From<DeadlinePassed> for ApiError {
+    fn from(DeadlinePassed(timeout): DeadlinePassed) -> Self {
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("no result within {} ms", timeout.as_millis()),
+            )
+        }
+    }
+}
+
 /// Runs `work` under the request deadline; past it the caller gets 503 + Retry-After (the work
 /// future is dropped, so queued texts are cancelled before inference).
 pub async fn within_deadline<T, E: Into<ApiError>>(
     timeout: std::time::Duration,
     work: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, ApiError> {
-    match tokio::time::timeout(timeout, work).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(ApiError {
-            retry_after_secs: Some(1),
-            ..ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("no result within {} ms", timeout.as_millis()),
-            )
-        }),
-    }
+    deadline(timeout, work).await?.map_err(Into::into)
+}
+
+/// `work`'s own result, or `DeadlinePassed`: for callers that say more about a timeout.
+pub async fn deadline<T>(
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, DeadlinePassed> {
+    tokio::time::timeout(timeout, work).await.map_err(|_| DeadlinePassed(timeout))
 }
 
 impl IntoResponse for ApiError {
@@ -118,5 +134,52 @@ impl From<JsonRejection> for ApiError {
             _ => "bad_request",
         };
         Self::new(status, code, rejection.body_text())
+    }
+}
+
+impl ApiError {
+    /// A knowledge-base failure: engine errors keep their kind (429/503), the rest are internal.
+    pub fn from_kb(err: anyhow::Error) -> Self {
+        match err.downcast::<EngineError>() {
+            Ok(engine) => engine.into(),
+            Err(other) => {
+                tracing::error!(error = format!("{other:#}"), "knowledge-base operation failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "search_failed", format!("{other:#}"))
+            }
+        }
+    }
+}
+
+impl From<SupportError> for ApiError {
+    fn from(err: SupportError) -> Self {
+        match err {
+            SupportError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
+            SupportError::Conflict(_) => Self::new(StatusCode::CONFLICT, "conflict", err.to_string()),
+            SupportError::Invalid { field, message } => Self::invalid(field, message),
+            SupportError::Engine(engine) => engine.into(),
+            SupportError::Store(store) => store.into(),
+            SupportError::Internal(_) => {
+                tracing::error!(error = %err, "request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %err, "database unavailable");
+                Self {
+                    retry_after_secs: Some(2),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string())
+                }
+            }
+            StoreError::Corrupt { .. } | StoreError::Other(_) => {
+                tracing::error!(error = %err, "database operation failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
+            }
+        }
     }
 }

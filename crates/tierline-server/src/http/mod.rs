@@ -1,5 +1,6 @@
 //! HTTP transport (axum): routes, limits, JSON errors, metrics. Knows nothing of candle.
 
+pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -13,48 +14,71 @@ use std::time::{Duration, Instant};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
+use tierline_support::access::Scope;
+
+use auth::guarded;
 use axum::Router;
 use tokio::net::TcpListener;
 
 pub use state::AppState;
 
 pub fn router(state: AppState) -> Router {
+    use tierline_support::access::Scope::{Admin, Agent, Helpdesk};
     let body_limit = state.limits().max_body_bytes;
+    let s = &state;
+    // Scopes: helpdesk integrations run customer conversations and stateless triage; agents work
+    // the queues; admins edit knowledge and policy (admin holds every scope).
+    let helpdesk: &'static [Scope] = &[Helpdesk];
+    let agent: &'static [Scope] = &[Agent];
+    let either: &'static [Scope] = &[Helpdesk, Agent];
+    let admin: &'static [Scope] = &[Admin];
     Router::new()
+        // Public: probes, metrics, the API document.
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
         .route("/metrics", get(routes::health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
-        .route("/v1/embed", post(routes::embed::embed))
-        .route("/v1/classify", post(routes::classify::classify))
-        .route("/v1/models", get(routes::models::models))
-        .route("/v1/kb/search", get(routes::kb::search))
-        .route("/v1/kb/articles", get(routes::kb_articles::list).post(routes::kb_articles::create))
+        .route("/v1/embed", guarded(s, either, post(routes::embed::embed)))
+        .route("/v1/classify", guarded(s, either, post(routes::classify::classify)))
+        .route("/v1/models", guarded(s, either, get(routes::models::models)))
+        .route("/v1/answer", guarded(s, either, post(routes::kb::answer)))
+        // Search and article reads can return internal articles: agents only.
+        .route("/v1/kb/search", guarded(s, agent, get(routes::kb::search)))
+        .route(
+            "/v1/kb/articles",
+            guarded(s, agent, get(routes::kb_articles::list)).merge(guarded(
+                s,
+                admin,
+                post(routes::kb_articles::create),
+            )),
+        )
         .route(
             "/v1/kb/articles/{id}",
-            get(routes::kb_articles::get).put(routes::kb_articles::put).delete(routes::kb_articles::delete),
+            guarded(s, agent, get(routes::kb_articles::get)).merge(guarded(
+                s,
+                admin,
+                put(routes::kb_articles::put).delete(routes::kb_articles::delete),
+            )),
         )
-        .route("/v1/answer", post(routes::kb::answer))
-        .route("/v1/conversations", post(routes::conversations::create))
-        .route("/v1/conversations/{id}", get(routes::conversations::get))
-        .route("/v1/conversations/{id}/messages", post(routes::conversations::customer_message))
-        .route("/v1/conversations/{id}/agent-messages", post(routes::conversations::agent_message))
-        .route("/v1/conversations/{id}/resolve", post(routes::conversations::resolve))
-        .route("/v1/conversations/{id}/handoff", get(routes::conversations::handoff))
-        .route("/v1/queues/{queue}", get(routes::conversations::queue))
-        .route("/v1/metrics/support", get(routes::conversations::support_metrics))
-        .route("/v1/calibration", get(routes::conversations::calibration))
-        .route("/v1/admin/policy/reload", post(routes::conversations::reload_policy))
-        .route("/v1/alerts", get(routes::insights::alerts))
-        .route("/v1/accounts/at-risk", get(routes::insights::at_risk))
-        .route("/v1/feedback", get(routes::insights::feedback))
-        .route("/v1/feedback/export", get(routes::insights::export))
-        .route("/v1/feedback/{id}", post(routes::insights::review))
+        .route("/v1/conversations", guarded(s, helpdesk, post(routes::conversations::create)))
+        .route("/v1/conversations/{id}", guarded(s, either, get(routes::conversations::get)))
+        .route("/v1/conversations/{id}/messages", guarded(s, helpdesk, post(routes::conversations::customer_message)))
+        .route("/v1/conversations/{id}/agent-messages", guarded(s, agent, post(routes::conversations::agent_message)))
+        .route("/v1/conversations/{id}/resolve", guarded(s, either, post(routes::conversations::resolve)))
+        .route("/v1/conversations/{id}/handoff", guarded(s, either, get(routes::conversations::handoff)))
+        .route("/v1/queues/{queue}", guarded(s, agent, get(routes::conversations::queue)))
+        .route("/v1/metrics/support", guarded(s, agent, get(routes::conversations::support_metrics)))
+        .route("/v1/calibration", guarded(s, agent, get(routes::conversations::calibration)))
+        .route("/v1/alerts", guarded(s, agent, get(routes::insights::alerts)))
+        .route("/v1/accounts/at-risk", guarded(s, agent, get(routes::insights::at_risk)))
+        .route("/v1/feedback", guarded(s, agent, get(routes::insights::feedback)))
+        .route("/v1/feedback/export", guarded(s, agent, get(routes::insights::export)))
+        .route("/v1/feedback/{id}", guarded(s, agent, post(routes::insights::review)))
+        .route("/v1/admin/policy/reload", guarded(s, admin, post(routes::conversations::reload_policy)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), auth::require_key))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))
         .with_state(state)

@@ -6,7 +6,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::routes;
+use super::{api, routes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,7 +37,7 @@ use super::routes;
         routes::insights::export,
         routes::insights::review,
     ),
-    components(schemas(routes::classify::ClassifyResponse)),
+    components(schemas(api::ClassifyResponse)),
     modifiers(&BearerKeys),
     security(("api_key" = []))
 )]

@@ -19,7 +19,7 @@ pub struct AppState {
 
 struct Inner {
     classifier: OnceLock<Classifier>,
-    kb: OnceLock<KnowledgeBase>,
+    kb: OnceLock<Arc<KnowledgeBase>>,
     load_error: RwLock<Option<String>>,
     support: Arc<Support>,
     auth: AuthMode,
@@ -76,12 +76,12 @@ impl AppState {
         }
     }
 
-    pub fn kb(&self) -> Option<&KnowledgeBase> {
+    pub fn kb(&self) -> Option<&Arc<KnowledgeBase>> {
         self.inner.kb.get()
     }
 
     pub fn set_kb(&self, kb: KnowledgeBase) {
-        if self.inner.kb.set(kb).is_err() {
+        if self.inner.kb.set(Arc::new(kb)).is_err() {
             tracing::warn!("knowledge base already set; ignoring the second one");
         }
     }

@@ -6,8 +6,8 @@
 use serde::Serialize;
 
 use super::metrics::Window;
-use crate::storage::{ConversationRow, MessageRow, Store};
-use crate::triage::{Policy, SignalKind};
+use crate::store::{ConversationRow, MessageRow, Role, Store, StoreResult};
+use crate::triage::{Policy, ReasonCode, SignalKind, Tier};
 
 /// What the outcome says about escalating this conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,8 +60,8 @@ struct Replay {
 }
 
 fn verdict(conversation: &ConversationRow, escalated_first: bool) -> Option<Verdict> {
-    let needed = conversation.outcome.get("needed_information_ai_lacked").and_then(|v| v.as_bool());
-    let by_human = conversation.resolved_by.as_deref().is_some_and(|b| b.starts_with("human"));
+    let needed = conversation.outcome.needed_information_ai_lacked;
+    let by_human = conversation.resolved_by_human();
     if by_human && escalated_first {
         return needed.map(|needed| if needed { Verdict::NeededHuman } else { Verdict::Avoidable });
     }
@@ -69,11 +69,11 @@ fn verdict(conversation: &ConversationRow, escalated_first: bool) -> Option<Verd
         // A later escalation counts when the AI failed (repeat, exchange limit, a signal...), not
         // when only the clock ran out or an agent stepped in unasked.
         let failed_later = conversation.escalated_at.is_some()
-            && !matches!(conversation.escalation_reason.as_deref(), Some("time_limit" | "agent_took_over"));
+            && !matches!(conversation.escalation_reason, Some(ReasonCode::TimeLimit | ReasonCode::AgentTookOver));
         if conversation.reopened_count > 0 || failed_later || conversation.csat.is_some_and(|c| c <= 2) {
             return Some(Verdict::NeededHuman);
         }
-        if conversation.resolved_by.as_deref() == Some("ai") && conversation.csat.is_some_and(|c| c >= 4) {
+        if conversation.resolved_by_ai() && conversation.csat.is_some_and(|c| c >= 4) {
             return Some(Verdict::Avoidable);
         }
     }
@@ -81,24 +81,11 @@ fn verdict(conversation: &ConversationRow, escalated_first: bool) -> Option<Verd
 }
 
 fn replay(conversation: &ConversationRow, messages: &[MessageRow]) -> Option<Replay> {
-    let first = messages.iter().find(|m| m.role == "customer")?;
-    let decision = first.decision.as_ref()?;
-    let scores: Vec<(SignalKind, f32)> = decision
-        .get("signals")?
-        .as_array()?
-        .iter()
-        .filter_map(|s| {
-            let kind: SignalKind = serde_json::from_value(s.get("kind")?.clone()).ok()?;
-            Some((kind, s.get("score")?.as_f64()? as f32))
-        })
-        .collect();
-    let tier = decision.get("tier").and_then(|t| t.as_str()).unwrap_or("auto");
-    let signal_codes: Vec<&str> = SignalKind::ALL.iter().map(|k| k.as_str()).collect();
-    let other_reason = tier != "auto"
-        && decision.get("reasons").and_then(|r| r.as_array()).is_some_and(|reasons| {
-            reasons.iter().any(|r| r.get("code").and_then(|c| c.as_str()).is_some_and(|c| !signal_codes.contains(&c)))
-        });
-    Some(Replay { scores, other_reason, verdict: verdict(conversation, tier != "auto") })
+    let decision = &messages.iter().find(|m| m.role == Role::Customer)?.decision()?.decision;
+    let scores: Vec<(SignalKind, f32)> = decision.signals.iter().map(|s| (s.kind, s.score)).collect();
+    let escalated = decision.tier != Tier::Auto;
+    let other_reason = escalated && decision.reasons.iter().any(|r| !r.code.is_signal());
+    Some(Replay { scores, other_reason, verdict: verdict(conversation, escalated) })
 }
 
 fn current_threshold(policy: &Policy, kind: SignalKind) -> f32 {
@@ -113,18 +100,15 @@ fn current_threshold(policy: &Policy, kind: SignalKind) -> f32 {
     }
 }
 
-/// Reads the conversations of `window` with their messages and calibrates (blocking).
-pub fn load_and_calibrate(store: &Store, policy: &Policy, window: Window) -> anyhow::Result<CalibrationReport> {
+/// Reads the conversations of `window` with their messages and calibrates off the async workers.
+pub async fn load_and_calibrate(store: &dyn Store, policy: &Policy, window: Window) -> StoreResult<CalibrationReport> {
     let (from, to) = window.range();
-    let conversations = store
-        .conversations_created(from, to)?
-        .into_iter()
-        .map(|row| {
-            let messages = store.messages(&row.id)?;
-            Ok((row, messages))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok(calibrate(policy, &conversations))
+    let conversations = store.conversations_with_messages(from, to).await?;
+    let policy = policy.clone();
+    let report = tokio::task::spawn_blocking(move || calibrate(&policy, &conversations))
+        .await
+        .map_err(|err| anyhow::anyhow!("calibration task failed: {err}"))?;
+    Ok(report)
 }
 
 pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<MessageRow>)]) -> CalibrationReport {
@@ -202,7 +186,8 @@ pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<Message
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::Status;
+    use crate::store::{MessageDetail, Status, StoredDecision};
+    use crate::triage::{Decision, Reason, Signal};
 
     fn conversation(id: &str, resolved_by: Option<&str>, needed: Option<bool>, csat: Option<u8>) -> ConversationRow {
         ConversationRow {
@@ -211,7 +196,7 @@ mod tests {
             updated_at: 0,
             status: Status::Resolved,
             customer: serde_json::json!({}),
-            account: serde_json::json!({}),
+            account: Default::default(),
             queue: None,
             tier: None,
             ai_exchanges: 0,
@@ -221,29 +206,33 @@ mod tests {
             resolved_at: Some(1),
             resolved_by: resolved_by.map(String::from),
             csat,
-            outcome: needed
-                .map_or(serde_json::Value::Null, |n| serde_json::json!({ "needed_information_ai_lacked": n })),
+            outcome: crate::store::ResolutionOutcome { needed_information_ai_lacked: needed, ..Default::default() },
             reopened_count: 0,
         }
     }
 
-    fn first_message(billing: f32, tier: &str) -> Vec<MessageRow> {
-        let reasons = if tier == "auto" {
-            serde_json::json!([{"code": "kb_answer"}])
-        } else {
-            serde_json::json!([{"code": "billing"}])
+    fn first_message(billing: f32, tier: Tier) -> Vec<MessageRow> {
+        let code = if tier == Tier::Auto { ReasonCode::KbAnswer } else { ReasonCode::Billing };
+        let decision = Decision {
+            tier,
+            queue: "billing".into(),
+            confidence: 1.0,
+            reasons: vec![Reason::new(code, "", None)],
+            signals: vec![Signal {
+                kind: SignalKind::Billing,
+                score: billing,
+                fired: tier != Tier::Auto,
+                evidence: String::new(),
+            }],
         };
+        let stored = StoredDecision { decision, negativity: 0.0, sentiment: None, topic: None };
         vec![MessageRow {
             id: 1,
-            role: "customer".into(),
+            role: Role::Customer,
             author: None,
             text: "x".into(),
             created_at: 0,
-            decision: Some(serde_json::json!({
-                "tier": tier,
-                "reasons": reasons,
-                "signals": [{"kind": "billing", "score": billing, "fired": tier != "auto"}],
-            })),
+            detail: Some(MessageDetail::Customer(Box::new(stored))),
             embedding: None,
         }]
     }
@@ -256,16 +245,19 @@ mod tests {
         for i in 0..6 {
             data.push((
                 conversation(&format!("a{i}"), Some("human"), Some(false), None),
-                first_message(0.82 + i as f32 * 0.01, "assist"),
+                first_message(0.82 + i as f32 * 0.01, Tier::Assist),
             ));
         }
         // Real disputes score 0.95 and needed a person.
         for i in 0..4 {
-            data.push((conversation(&format!("d{i}"), Some("human"), Some(true), None), first_message(0.95, "assist")));
+            data.push((
+                conversation(&format!("d{i}"), Some("human"), Some(true), None),
+                first_message(0.95, Tier::Assist),
+            ));
         }
         // Low scores handled by the AI, happy customers.
         for i in 0..5 {
-            data.push((conversation(&format!("h{i}"), Some("ai"), None, Some(5)), first_message(0.2, "auto")));
+            data.push((conversation(&format!("h{i}"), Some("ai"), None, Some(5)), first_message(0.2, Tier::Auto)));
         }
         let report = calibrate(&policy, &data);
         assert_eq!((report.conversations, report.with_verdict), (15, 15));

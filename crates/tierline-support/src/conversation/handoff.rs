@@ -3,21 +3,23 @@
 
 use serde::Serialize;
 
-use crate::storage::{ConversationRow, MessageRow};
+use crate::store::{ConversationRow, MessageRow, Role, Status};
+use crate::triage::{AccountContext, ReasonCode, Signal, Tier};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Packet {
     pub conversation_id: String,
-    pub status: crate::storage::Status,
-    pub tier: Option<String>,
+    pub status: Status,
+    pub tier: Option<Tier>,
     pub queue: Option<String>,
-    pub escalation_reason: Option<String>,
+    pub escalation_reason: Option<ReasonCode>,
     pub escalated_at: Option<i64>,
     pub summary: Summary,
     /// Fired signals per customer message, in order.
     pub signal_timeline: Vec<TimelineEntry>,
+    #[schema(value_type = Object)]
     pub customer: serde_json::Value,
-    pub account: serde_json::Value,
+    pub account: AccountContext,
     pub suggested_reply: String,
     pub transcript: Vec<TranscriptLine>,
 }
@@ -47,13 +49,14 @@ pub struct TimelineEntry {
     pub message: String,
     pub sentiment: Option<String>,
     pub topic: Option<String>,
-    pub signals: Vec<serde_json::Value>,
+    /// The signals that fired on this message.
+    pub signals: Vec<Signal>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TranscriptLine {
     pub at: i64,
-    pub role: String,
+    pub role: Role,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
     pub text: String,
@@ -76,20 +79,13 @@ fn lead(text: &str, max: usize) -> String {
 
 fn reaction(next: Option<&MessageRow>) -> String {
     let Some(message) = next else { return "no reply yet".into() };
-    let codes: Vec<&str> = message
-        .decision
-        .as_ref()
-        .and_then(|d| d.get("reasons"))
-        .and_then(|r| r.as_array())
-        .map(|reasons| reasons.iter().filter_map(|r| r.get("code").and_then(|c| c.as_str())).collect())
-        .unwrap_or_default();
-    let sentiment = message.decision.as_ref().and_then(|d| d.get("sentiment")).and_then(|s| s.as_str());
     let quoted = lead(&message.text, 120);
-    if codes.contains(&"human_requested") {
+    let negative = message.decision().and_then(|d| d.sentiment.as_deref()) == Some("negative");
+    if message.has_reason(ReasonCode::HumanRequested) {
         format!("asked for a person: \"{quoted}\"")
-    } else if codes.contains(&"repeated_question") {
+    } else if message.has_reason(ReasonCode::RepeatedQuestion) {
         format!("asked the same question again: \"{quoted}\"")
-    } else if sentiment == Some("negative") {
+    } else if negative {
         format!("was not satisfied: \"{quoted}\"")
     } else {
         format!("replied: \"{quoted}\"")
@@ -97,17 +93,12 @@ fn reaction(next: Option<&MessageRow>) -> String {
 }
 
 pub fn packet(conversation: &ConversationRow, messages: &[MessageRow]) -> Packet {
-    let customer_messages: Vec<&MessageRow> = messages.iter().filter(|m| m.role == "customer").collect();
+    let customer_messages: Vec<&MessageRow> = messages.iter().filter(|m| m.role == Role::Customer).collect();
     let mut issue_parts: Vec<String> = Vec::new();
     for message in &customer_messages {
         let part = lead(&message.text, 240);
         // Messages that only repeat an earlier one add nothing to the issue.
-        let repeated = message
-            .decision
-            .as_ref()
-            .and_then(|d| d.get("reasons"))
-            .and_then(|r| r.as_array())
-            .is_some_and(|r| r.iter().any(|r| r.get("code").and_then(|c| c.as_str()) == Some("repeated_question")));
+        let repeated = message.has_reason(ReasonCode::RepeatedQuestion);
         if !repeated && !issue_parts.contains(&part) && issue_parts.len() < 3 {
             issue_parts.push(part);
         }
@@ -115,16 +106,12 @@ pub fn packet(conversation: &ConversationRow, messages: &[MessageRow]) -> Packet
 
     let mut ai_tried = Vec::new();
     for (index, message) in messages.iter().enumerate() {
-        if message.role != "ai" {
-            continue;
-        }
-        let citations = message.decision.as_ref().and_then(|d| d.get("citations")).and_then(|c| c.as_array());
-        let Some(first) = citations.and_then(|c| c.first()) else { continue };
-        let next = messages[index + 1..].iter().find(|m| m.role == "customer");
+        let Some(first) = message.ai_reply().and_then(|reply| reply.citations.first()) else { continue };
+        let next = messages[index + 1..].iter().find(|m| m.role == Role::Customer);
         ai_tried.push(Attempt {
-            article_id: first.get("article_id").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-            title: first.get("title").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
-            url: first.get("url").and_then(|v| v.as_str()).map(String::from),
+            article_id: first.article_id.clone(),
+            title: first.title.clone(),
+            url: first.url.clone(),
             customer_reaction: reaction(next),
         });
     }
@@ -132,35 +119,26 @@ pub fn packet(conversation: &ConversationRow, messages: &[MessageRow]) -> Packet
     let mut why_escalated = Vec::new();
     let mut signal_timeline = Vec::new();
     for message in &customer_messages {
-        let Some(decision) = &message.decision else { continue };
-        let fired: Vec<serde_json::Value> = decision
-            .get("signals")
-            .and_then(|s| s.as_array())
-            .map(|signals| {
-                signals.iter().filter(|s| s.get("fired") == Some(&serde_json::Value::Bool(true))).cloned().collect()
-            })
-            .unwrap_or_default();
-        if decision.get("tier").and_then(|t| t.as_str()) != Some("auto") {
-            for reason in decision.get("reasons").and_then(|r| r.as_array()).into_iter().flatten() {
-                if let Some(text) = reason.get("message").and_then(|m| m.as_str()) {
-                    if !why_escalated.iter().any(|w| w == text) {
-                        why_escalated.push(text.to_string());
-                    }
+        let Some(stored) = message.decision() else { continue };
+        let decision = &stored.decision;
+        if decision.tier != Tier::Auto {
+            for reason in &decision.reasons {
+                if !why_escalated.contains(&reason.message) {
+                    why_escalated.push(reason.message.clone());
                 }
             }
         }
         signal_timeline.push(TimelineEntry {
             at: message.created_at,
             message: lead(&message.text, 120),
-            sentiment: decision.get("sentiment").and_then(|s| s.as_str()).map(String::from),
-            topic: decision.get("topic").and_then(|s| s.as_str()).map(String::from),
-            signals: fired,
+            sentiment: stored.sentiment.clone(),
+            topic: stored.topic.clone(),
+            signals: decision.signals.iter().filter(|s| s.fired).cloned().collect(),
         });
     }
-    for message in messages.iter().filter(|m| m.role == "system") {
+    for message in messages.iter().filter(|m| m.role == Role::System) {
         why_escalated.push(message.text.clone());
     }
-
     let name = conversation.customer.get("name").and_then(|n| n.as_str());
     let issue = issue_parts.join(" ");
     let mut suggested_reply = format!(
@@ -184,9 +162,9 @@ pub fn packet(conversation: &ConversationRow, messages: &[MessageRow]) -> Packet
     Packet {
         conversation_id: conversation.id.clone(),
         status: conversation.status,
-        tier: conversation.tier.clone(),
+        tier: conversation.tier,
         queue: conversation.queue.clone(),
-        escalation_reason: conversation.escalation_reason.clone(),
+        escalation_reason: conversation.escalation_reason,
         escalated_at: conversation.escalated_at,
         summary: Summary { issue, ai_tried, why_escalated },
         signal_timeline,
@@ -195,12 +173,7 @@ pub fn packet(conversation: &ConversationRow, messages: &[MessageRow]) -> Packet
         suggested_reply,
         transcript: messages
             .iter()
-            .map(|m| TranscriptLine {
-                at: m.created_at,
-                role: m.role.clone(),
-                author: m.author.clone(),
-                text: m.text.clone(),
-            })
+            .map(|m| TranscriptLine { at: m.created_at, role: m.role, author: m.author.clone(), text: m.text.clone() })
             .collect(),
     }
 }

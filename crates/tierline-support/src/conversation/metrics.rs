@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::storage::{self, ConversationRow, Store};
+use crate::clock::now_ms;
+use crate::store::{ConversationRow, Store, StoreResult};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -41,15 +42,19 @@ impl Window {
 
     /// `[from, to)` in ms since the epoch, ending now.
     pub fn range(self) -> (i64, i64) {
-        let to = storage::now_ms() + 1;
+        let to = now_ms() + 1;
         (self.millis().map_or(0, |w| to - w), to)
     }
 }
 
-/// Reads the conversations of `window` and computes the report (blocking).
-pub fn load_report(store: &Store, window: Window) -> anyhow::Result<SupportReport> {
+/// Reads the conversations of `window` and computes the report off the async workers.
+pub async fn load_report(store: &dyn Store, window: Window) -> StoreResult<SupportReport> {
     let (from, to) = window.range();
-    Ok(report(&store.conversations_created(from, to)?, window, from, to))
+    let rows = store.conversations_created(from, to).await?;
+    let computed = tokio::task::spawn_blocking(move || report(&rows, window, from, to))
+        .await
+        .map_err(|err| anyhow::anyhow!("support metrics task failed: {err}"))?;
+    Ok(computed)
 }
 
 /// Rates are `null` when their denominator is zero.
@@ -114,14 +119,12 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 pub fn compute(rows: &[ConversationRow]) -> QueueMetrics {
     let escalated: Vec<&ConversationRow> = rows.iter().filter(|r| r.escalated_at.is_some()).collect();
     let resolved: Vec<&ConversationRow> = rows.iter().filter(|r| r.resolved_by.is_some()).collect();
-    let ai_resolved = resolved.iter().filter(|r| r.resolved_by.as_deref() == Some("ai")).count();
+    let ai_resolved = resolved.iter().filter(|r| r.resolved_by_ai()).count();
     let reopened = resolved.iter().filter(|r| r.reopened_count > 0).count();
     let human_resolved_escalations: Vec<&&ConversationRow> =
-        escalated.iter().filter(|r| r.resolved_by.as_deref().is_some_and(|by| by.starts_with("human"))).collect();
-    let answered: Vec<bool> = human_resolved_escalations
-        .iter()
-        .filter_map(|r| r.outcome.get("needed_information_ai_lacked").and_then(|v| v.as_bool()))
-        .collect();
+        escalated.iter().filter(|r| r.resolved_by_human()).collect();
+    let answered: Vec<bool> =
+        human_resolved_escalations.iter().filter_map(|r| r.outcome.needed_information_ai_lacked).collect();
     let avoidable = answered.iter().filter(|needed| !**needed).count();
     let mut waits: Vec<f64> = escalated
         .iter()
@@ -129,11 +132,8 @@ pub fn compute(rows: &[ConversationRow]) -> QueueMetrics {
         .collect();
     waits.sort_by(f64::total_cmp);
     let first_contact = human_resolved_escalations.iter().filter(|r| r.reopened_count == 0).count();
-    let csat_ai: Vec<f64> = resolved
-        .iter()
-        .filter(|r| r.resolved_by.as_deref() == Some("ai"))
-        .filter_map(|r| r.csat.map(f64::from))
-        .collect();
+    let csat_ai: Vec<f64> =
+        resolved.iter().filter(|r| r.resolved_by_ai()).filter_map(|r| r.csat.map(f64::from)).collect();
     let csat_escalated: Vec<f64> = escalated.iter().filter_map(|r| r.csat.map(f64::from)).collect();
     QueueMetrics {
         conversations: rows.len(),

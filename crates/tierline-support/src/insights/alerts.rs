@@ -1,121 +1,129 @@
-//! Alerting around the anomaly detector: every new ticket goes through it, alert changes are
-//! stored (so `GET /v1/alerts` survives restarts), logged, and POSTed to an optional webhook with
-//! retries. After a restart the detector is rebuilt from the stored tickets of its horizon.
+//! Alerting around the anomaly detector. The detector reads the stored tickets (each
+//! conversation's first customer message) in the order they were committed, so it sees every
+//! ticket once whichever path stored it. Alert changes are stored (so `GET /v1/alerts` survives
+//! restarts), logged, and POSTed to an optional webhook with retries. After a restart the
+//! detector is rebuilt from the stored tickets of its horizon.
 
 use std::sync::mpsc::{self, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
 use tierline_infer::sync::MutexExt;
 
 use super::anomaly::{Alert, AlertChange, AnomalyConfig, Detector, TicketEvent};
-use crate::storage::Store;
+use crate::clock::now_ms;
+use crate::store::{Store, StoreResult, StoredTicket};
 
 /// Alerts waiting for the webhook beyond this are dropped (and logged): a dead receiver must not
 /// grow memory.
 const WEBHOOK_QUEUE: usize = 256;
 
+/// Tickets read from the store per round trip while catching up.
+const TICKETS_PER_READ: usize = 500;
+
 pub struct Alerting {
-    detector: Mutex<Detector>,
+    store: Arc<dyn Store>,
+    /// The detector and the id of the last ticket it saw. An async lock: one catch-up at a time,
+    /// so tickets are observed once, in commit order.
+    state: tokio::sync::Mutex<Watch>,
     webhook: Option<SyncSender<Alert>>,
+    enabled: bool,
 }
 
-/// A ticket to observe (the first customer message of a conversation, or a triaged ticket).
-pub struct Ticket<'a> {
-    pub id: &'a str,
-    pub account: Option<&'a str>,
-    pub text: &'a str,
-    pub embedding: &'a [f32],
-    pub at_ms: i64,
+struct Watch {
+    detector: Arc<Mutex<Detector>>,
+    last_ticket: i64,
 }
 
 impl Alerting {
     /// `webhook_url` empty: no webhook.
-    pub fn new(config: AnomalyConfig, webhook_url: &str, attempts: u32) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: AnomalyConfig, webhook_url: &str, attempts: u32) -> Self {
         let webhook = (!webhook_url.is_empty()).then(|| spawn_webhook(webhook_url.to_string(), attempts));
-        Self { detector: Mutex::new(Detector::new(config)), webhook }
+        let enabled = config.enabled;
+        let watch = Watch { detector: Arc::new(Mutex::new(Detector::new(config))), last_ticket: 0 };
+        Self { store, state: tokio::sync::Mutex::new(watch), webhook, enabled }
     }
 
     pub fn enabled(&self) -> bool {
-        self.detector().config().enabled
-    }
-
-    fn detector(&self) -> std::sync::MutexGuard<'_, Detector> {
-        self.detector.lock_unpoisoned()
+        self.enabled
     }
 
     /// Rebuilds the detector from the stored tickets of its horizon. Alerts stored as active by
     /// the previous run are closed first; a spike still under way is raised (and stored) again
-    /// by the replay, without calling the webhook a second time. Blocking.
-    pub fn replay(&self, store: &Store) -> anyhow::Result<usize> {
-        if !self.enabled() {
+    /// by the replay, without calling the webhook a second time.
+    pub async fn replay(&self) -> StoreResult<usize> {
+        if !self.enabled {
             return Ok(0);
         }
-        let mut detector = self.detector();
-        let config = detector.config().clone();
+        let mut watch = self.state.lock().await;
+        let config = watch.detector.lock_unpoisoned().config().clone();
         let horizon = (config.window_secs + config.baseline_secs) as i64 * 1000;
-        let tickets = store.tickets_since(crate::storage::now_ms() - horizon)?;
-        store.close_active_alerts()?;
-        for ticket in &tickets {
-            let (_, change) = detector.observe(&TicketEvent {
-                at_ms: ticket.created_at,
-                ticket_id: &ticket.conversation_id,
-                account: ticket.account_id.as_deref(),
-                text: &ticket.text,
-                embedding: &ticket.embedding,
-            });
-            if let Some(change) = change {
-                save(store, &change)?;
+        self.store.close_active_alerts().await?;
+        let since = now_ms() - horizon;
+        let mut seen = 0;
+        loop {
+            let tickets = self.store.tickets(since, watch.last_ticket, TICKETS_PER_READ).await?;
+            let Some(last) = tickets.last() else { break };
+            watch.last_ticket = last.message_id;
+            seen += tickets.len();
+            for change in observe_all(&watch.detector, tickets).await? {
+                self.store.save_alert(change.alert()).await?;
             }
         }
-        for change in detector.tick(crate::storage::now_ms()) {
-            save(store, &change)?;
-        }
-        Ok(tickets.len())
+        self.tick_locked(&watch, false).await?;
+        Ok(seen)
     }
 
-    /// Observes one ticket; a raised, updated or cleared alert is stored, and a raised one is
-    /// logged and sent to the webhook. Blocking (a database write when an alert changes).
-    pub fn observe(&self, store: &Store, ticket: &Ticket<'_>) -> anyhow::Result<()> {
-        if !self.enabled() {
-            return Ok(());
+    /// Observes every ticket stored since the last look; a raised, updated or cleared alert is
+    /// stored, and a raised one is logged and sent to the webhook. Returns how many were seen.
+    pub async fn catch_up(&self) -> StoreResult<usize> {
+        if !self.enabled {
+            return Ok(0);
         }
-        // The write happens under the detector's lock, so stored alerts change in the detector's order.
-        let mut detector = self.detector();
-        let (_, change) = detector.observe(&TicketEvent {
-            at_ms: ticket.at_ms,
-            ticket_id: ticket.id,
-            account: ticket.account,
-            text: ticket.text,
-            embedding: ticket.embedding,
-        });
-        let Some(change) = change else { return Ok(()) };
-        save(store, &change)?;
-        drop(detector);
-        if let AlertChange::Raised(alert) = change {
-            tracing::warn!(
-                alert = %alert.id,
-                count = alert.count,
-                baseline = alert.baseline,
-                accounts = alert.accounts.len(),
-                terms = %alert.terms.join(", "),
-                summary = %alert.summary,
-                "anomaly alert raised"
-            );
-            self.send(alert);
+        let mut watch = self.state.lock().await;
+        let config = watch.detector.lock_unpoisoned().config().clone();
+        let since = now_ms() - (config.window_secs + config.baseline_secs) as i64 * 1000;
+        let mut seen = 0;
+        loop {
+            let tickets = self.store.tickets(since, watch.last_ticket, TICKETS_PER_READ).await?;
+            let Some(last) = tickets.last() else { break };
+            watch.last_ticket = last.message_id;
+            seen += tickets.len();
+            // Stored in the detector's order, under the watch lock.
+            for change in observe_all(&watch.detector, tickets).await? {
+                self.store.save_alert(change.alert()).await?;
+                if let AlertChange::Raised(alert) = change {
+                    tracing::warn!(
+                        alert = %alert.id,
+                        count = alert.count,
+                        baseline = alert.baseline,
+                        accounts = alert.accounts.len(),
+                        terms = %alert.terms.join(", "),
+                        summary = %alert.summary,
+                        "anomaly alert raised"
+                    );
+                    self.send(alert);
+                }
+            }
         }
-        Ok(())
+        Ok(seen)
     }
 
     /// Advances the detector's clock to now, clearing alerts whose spike has ended even when no
-    /// ticket arrives. Blocking.
-    pub fn tick(&self, store: &Store) -> anyhow::Result<()> {
-        if !self.enabled() {
+    /// ticket arrives.
+    pub async fn tick(&self) -> StoreResult<()> {
+        if !self.enabled {
             return Ok(());
         }
-        let mut detector = self.detector();
-        for change in detector.tick(crate::storage::now_ms()) {
-            save(store, &change)?;
-            if let AlertChange::Cleared(alert) = change {
+        let watch = self.state.lock().await;
+        self.tick_locked(&watch, true).await
+    }
+
+    async fn tick_locked(&self, watch: &Watch, log: bool) -> StoreResult<()> {
+        let changes = watch.detector.lock_unpoisoned().tick(now_ms());
+        for change in changes {
+            self.store.save_alert(change.alert()).await?;
+            if let (true, AlertChange::Cleared(alert)) = (log, &change) {
                 tracing::info!(alert = %alert.id, count = alert.count, "anomaly alert cleared");
             }
         }
@@ -136,9 +144,28 @@ impl Alerting {
     }
 }
 
-fn save(store: &Store, change: &AlertChange) -> anyhow::Result<()> {
-    let (AlertChange::Raised(alert) | AlertChange::Updated(alert) | AlertChange::Cleared(alert)) = change;
-    store.save_alert(&alert.id, alert.raised_at, alert.updated_at, alert.active, &serde_json::to_value(alert)?)
+/// Runs the detector over `tickets` on a blocking thread (clustering is CPU work).
+async fn observe_all(detector: &Arc<Mutex<Detector>>, tickets: Vec<StoredTicket>) -> StoreResult<Vec<AlertChange>> {
+    let detector = detector.clone();
+    let changes = tokio::task::spawn_blocking(move || {
+        let mut detector = detector.lock_unpoisoned();
+        tickets
+            .iter()
+            .filter_map(|ticket| {
+                let event = TicketEvent {
+                    at_ms: ticket.created_at,
+                    ticket_id: &ticket.conversation_id,
+                    account: ticket.account_id.as_deref(),
+                    text: &ticket.text,
+                    embedding: &ticket.embedding,
+                };
+                detector.observe(&event).1
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|err| anyhow::anyhow!("anomaly detection task failed: {err}"))?;
+    Ok(changes)
 }
 
 /// One thread POSTs alerts in order, retrying with exponential backoff.

@@ -6,6 +6,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use tierline_infer::kernels::dot;
 
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
@@ -179,6 +180,13 @@ pub enum AlertChange {
     Raised(Alert),
     Updated(Alert),
     Cleared(Alert),
+}
+
+impl AlertChange {
+    pub fn alert(&self) -> &Alert {
+        let (AlertChange::Raised(alert) | AlertChange::Updated(alert) | AlertChange::Cleared(alert)) = self;
+        alert
+    }
 }
 
 #[derive(Debug)]
@@ -630,10 +638,6 @@ impl Detector {
 
 fn secs_to_ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 /// The embedding scaled to unit length, or None when it is empty, zero or not finite.

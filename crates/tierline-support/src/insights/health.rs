@@ -4,47 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::storage::{AccountConversation, Store};
+use crate::store::{AccountConversation, Store, StoreResult};
+pub use crate::triage::policy::HealthRules;
+use crate::triage::{AccountStanding, ReasonCode};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-
-/// How health is scored (the `[accounts]` section of the policy).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct HealthRules {
-    /// Days of history read for each account.
-    pub lookback_days: u32,
-    /// The recent part of that history, compared with the rest.
-    pub recent_days: u32,
-    /// Accounts scoring below this are at risk.
-    pub at_risk_below: f32,
-    /// Fewest recent conversations before an account can be called at risk (one bad day is not a trend).
-    pub min_recent_conversations: usize,
-}
-
-impl Default for HealthRules {
-    fn default() -> Self {
-        Self { lookback_days: 30, recent_days: 7, at_risk_below: 60.0, min_recent_conversations: 2 }
-    }
-}
-
-impl HealthRules {
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if self.recent_days == 0 || self.recent_days >= self.lookback_days {
-            anyhow::bail!(
-                "`accounts.recent_days` must be at least 1 and less than `accounts.lookback_days` ({}), not {}",
-                self.lookback_days,
-                self.recent_days
-            );
-        }
-        if !(0.0..=100.0).contains(&self.at_risk_below) {
-            anyhow::bail!("`accounts.at_risk_below` must be between 0 and 100, not {}", self.at_risk_below);
-        }
-        Ok(())
-    }
-}
 
 /// The figures a score is made of.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
@@ -74,6 +40,13 @@ pub struct AccountHealth {
     pub last_contact_at: i64,
 }
 
+impl AccountHealth {
+    /// What triage needs of it.
+    pub fn standing(&self) -> AccountStanding {
+        AccountStanding { at_risk: self.at_risk, score: self.score, reason: self.reasons.first().cloned() }
+    }
+}
+
 /// Health of every account in `conversations` (read over `rules.lookback_days` up to `now`).
 pub fn assess(conversations: &[AccountConversation], rules: &HealthRules, now: i64) -> Vec<AccountHealth> {
     let mut by_account: BTreeMap<&str, Vec<&AccountConversation>> = BTreeMap::new();
@@ -84,10 +57,15 @@ pub fn assess(conversations: &[AccountConversation], rules: &HealthRules, now: i
 }
 
 /// Reads the history (every identified account, or one) and assesses it as of now.
-pub fn load(store: &Store, rules: &HealthRules, account: Option<&str>) -> anyhow::Result<Vec<AccountHealth>> {
-    let now = crate::storage::now_ms();
+pub async fn load(store: &dyn Store, rules: &HealthRules, account: Option<&str>) -> StoreResult<Vec<AccountHealth>> {
+    let now = crate::clock::now_ms();
     let since = now - i64::from(rules.lookback_days) * DAY_MS;
-    Ok(assess(&store.account_conversations(since, account)?, rules, now))
+    let history = store.account_conversations(since, account).await?;
+    let rules = rules.clone();
+    let assessed = tokio::task::spawn_blocking(move || assess(&history, &rules, now))
+        .await
+        .map_err(|err| anyhow::anyhow!("account health task failed: {err}"))?;
+    Ok(assessed)
 }
 
 fn assess_account(account: &str, history: &[&AccountConversation], rules: &HealthRules, now: i64) -> AccountHealth {
@@ -106,13 +84,13 @@ fn assess_account(account: &str, history: &[&AccountConversation], rules: &Healt
         recent_escalations: recent
             .iter()
             .filter(|c| c.conversation.escalated_at.is_some())
-            .filter(|c| c.conversation.escalation_reason.as_deref() != Some("high_value"))
+            .filter(|c| c.conversation.escalation_reason != Some(ReasonCode::HighValue))
             .count(),
         repeated_contacts: recent
             .iter()
             .map(|c| {
                 c.conversation.reopened_count as usize
-                    + usize::from(c.conversation.escalation_reason.as_deref() == Some("repeated_question"))
+                    + usize::from(c.conversation.escalation_reason == Some(ReasonCode::RepeatedQuestion))
             })
             .sum(),
         low_csat: recent.iter().filter(|c| c.conversation.csat.is_some_and(|s| s <= 2)).count(),
@@ -174,19 +152,16 @@ fn assess_account(account: &str, history: &[&AccountConversation], rules: &Healt
 }
 
 fn mean_negativity(conversations: &[&AccountConversation]) -> Option<f32> {
-    let values: Vec<f32> = conversations
-        .iter()
-        .flat_map(|c| &c.customer_messages)
-        .filter_map(|(_, decision)| decision.as_ref()?.get("negativity")?.as_f64())
-        .map(|v| v as f32)
-        .collect();
+    let values: Vec<f32> =
+        conversations.iter().flat_map(|c| &c.customer_messages).filter_map(|(_, negativity)| *negativity).collect();
     (!values.is_empty()).then(|| values.iter().sum::<f32>() / values.len() as f32)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{ConversationRow, Status};
+    use crate::store::{ConversationRow, Status};
+    use crate::triage::AccountContext;
 
     fn conversation(
         account: &str,
@@ -205,20 +180,20 @@ mod tests {
                 updated_at: created_at,
                 status: Status::Resolved,
                 customer: serde_json::Value::Null,
-                account: serde_json::json!({"id": account}),
+                account: AccountContext { id: Some(account.into()), ..Default::default() },
                 queue: None,
                 tier: None,
                 ai_exchanges: 1,
                 escalated_at: escalated.then_some(created_at),
-                escalation_reason: escalated.then(|| "billing".into()),
+                escalation_reason: escalated.then_some(ReasonCode::Billing),
                 first_human_reply_at: None,
                 resolved_at: Some(created_at),
                 resolved_by: Some("ai".into()),
                 csat: None,
-                outcome: serde_json::Value::Null,
+                outcome: Default::default(),
                 reopened_count: reopened,
             },
-            customer_messages: vec![(created_at, Some(serde_json::json!({"negativity": negativity})))],
+            customer_messages: vec![(created_at, Some(negativity))],
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use tierline_infer::sync::{MutexExt, RwLockExt};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use article::{Article, Audience, IngestError};
 pub use edits::Edits;
@@ -26,7 +26,7 @@ const CONFIDENCE_SLOPE: f32 = 12.0;
 /// Edits made through the API or the CLI, beside the index generations.
 const EDITS_FILE: &str = "edits.json";
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Citation {
     pub article_id: String,
     pub title: String,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::recipe::Example;
-use crate::storage::FeedbackRow;
+use crate::store::{FeedbackKind, FeedbackRow, FeedbackStatus};
 
 /// Source name of feedback examples in splits and reports.
 pub const FEEDBACK_SOURCE: &str = "feedback";
@@ -22,6 +22,27 @@ pub struct FeedbackSet {
     pub held_out: Vec<Example>,
     /// Labels the head does not have, with how many examples carried them (not used).
     pub unknown_labels: BTreeMap<String, usize>,
+}
+
+/// Which stored examples a retraining learns from. Unreviewed confirmations repeat the head's own
+/// prediction: learning from them would only entrench it. Corrections, and whatever a person
+/// accepted, are the signal; rejected examples never count.
+pub fn counts_for_training(row: &FeedbackRow, include_confirmed: bool) -> bool {
+    match row.status {
+        FeedbackStatus::Rejected => false,
+        FeedbackStatus::Accepted => true,
+        FeedbackStatus::Pending => include_confirmed || row.kind == FeedbackKind::Corrected,
+    }
+}
+
+/// The rows as JSONL, one `FeedbackRow` per line (for training files and exports).
+pub fn to_jsonl(rows: &[FeedbackRow]) -> anyhow::Result<String> {
+    let mut text = String::new();
+    for row in rows {
+        text.push_str(&serde_json::to_string(row)?);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// Turns stored rows into examples for a head with `labels`: one per distinct text (the newest
@@ -105,7 +126,7 @@ pub fn verdict(current: &Scores, candidate: &Scores, tolerance: f64) -> Verdict 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FeedbackStatus;
+    use crate::store::FeedbackStatus;
 
     fn row(id: i64, text: &str, label: &str) -> FeedbackRow {
         FeedbackRow {
@@ -116,7 +137,7 @@ mod tests {
             text: text.into(),
             label: label.into(),
             predicted: None,
-            kind: "corrected".into(),
+            kind: FeedbackKind::Corrected,
             status: FeedbackStatus::Pending,
             reviewed_at: None,
         }

@@ -6,5 +6,6 @@ pub mod embed_cache;
 pub mod eval;
 pub mod feedback;
 pub mod metrics;
+pub mod pipeline;
 pub mod recipe;
 pub mod train;

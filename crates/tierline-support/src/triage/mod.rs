@@ -13,19 +13,131 @@ pub use signals::{AccountContext, Signal};
 use crate::kb::Answer;
 use tierline_infer::classify::TextClassification;
 
+/// Why a decision was made, as a stable code for tooling (`reasons[].code`, the conversation's
+/// `escalation_reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    // The six signals.
+    NegativeSentiment,
+    Billing,
+    Security,
+    Legal,
+    Complex,
+    HighValue,
+    /// The customer asked for a person.
+    HumanRequested,
+    /// The customer asked the same question again.
+    RepeatedQuestion,
+    /// The AI answered `max_ai_exchanges` times without resolving the issue.
+    ExchangeLimit,
+    /// The conversation was open with the AI past the time limit.
+    TimeLimit,
+    /// The customer wrote again after a resolution.
+    Reopened,
+    /// A person owns the conversation.
+    WithHuman,
+    /// An agent replied without an AI handoff.
+    AgentTookOver,
+    /// The knowledge base answers confidently.
+    KbAnswer,
+    /// No confident knowledge-base answer.
+    NoKbAnswer,
+    /// No knowledge base is configured.
+    NoKb,
+    /// Probably not a support request at all.
+    OutOfScope,
+}
+
+impl ReasonCode {
+    pub const ALL: [ReasonCode; 17] = [
+        ReasonCode::NegativeSentiment,
+        ReasonCode::Billing,
+        ReasonCode::Security,
+        ReasonCode::Legal,
+        ReasonCode::Complex,
+        ReasonCode::HighValue,
+        ReasonCode::HumanRequested,
+        ReasonCode::RepeatedQuestion,
+        ReasonCode::ExchangeLimit,
+        ReasonCode::TimeLimit,
+        ReasonCode::Reopened,
+        ReasonCode::WithHuman,
+        ReasonCode::AgentTookOver,
+        ReasonCode::KbAnswer,
+        ReasonCode::NoKbAnswer,
+        ReasonCode::NoKb,
+        ReasonCode::OutOfScope,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::NegativeSentiment => "negative_sentiment",
+            ReasonCode::Billing => "billing",
+            ReasonCode::Security => "security",
+            ReasonCode::Legal => "legal",
+            ReasonCode::Complex => "complex",
+            ReasonCode::HighValue => "high_value",
+            ReasonCode::HumanRequested => "human_requested",
+            ReasonCode::RepeatedQuestion => "repeated_question",
+            ReasonCode::ExchangeLimit => "exchange_limit",
+            ReasonCode::TimeLimit => "time_limit",
+            ReasonCode::Reopened => "reopened",
+            ReasonCode::WithHuman => "with_human",
+            ReasonCode::AgentTookOver => "agent_took_over",
+            ReasonCode::KbAnswer => "kb_answer",
+            ReasonCode::NoKbAnswer => "no_kb_answer",
+            ReasonCode::NoKb => "no_kb",
+            ReasonCode::OutOfScope => "out_of_scope",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+
+    /// Whether this is one of the six signals.
+    pub fn is_signal(self) -> bool {
+        SignalKind::ALL.iter().any(|kind| ReasonCode::from(*kind) == self)
+    }
+}
+
+impl From<SignalKind> for ReasonCode {
+    fn from(kind: SignalKind) -> Self {
+        match kind {
+            SignalKind::NegativeSentiment => ReasonCode::NegativeSentiment,
+            SignalKind::Billing => ReasonCode::Billing,
+            SignalKind::Security => ReasonCode::Security,
+            SignalKind::Legal => ReasonCode::Legal,
+            SignalKind::Complex => ReasonCode::Complex,
+            SignalKind::HighValue => ReasonCode::HighValue,
+        }
+    }
+}
+
 /// One reason behind a decision: a stable code for tooling, a sentence for people, the score.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Reason {
-    pub code: String,
+    pub code: ReasonCode,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub score: Option<f32>,
 }
 
 impl Reason {
-    pub fn new(code: &str, message: impl Into<String>, score: Option<f32>) -> Self {
-        Self { code: code.to_string(), message: message.into(), score }
+    pub fn new(code: ReasonCode, message: impl Into<String>, score: Option<f32>) -> Self {
+        Self { code, message: message.into(), score }
     }
+}
+
+/// An account's standing as triage reads it: computed from its history by `insights::health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountStanding {
+    pub at_risk: bool,
+    /// Out of 100.
+    pub score: f32,
+    /// The largest problem, in words.
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -46,14 +158,14 @@ pub fn human_request(policy: &Policy, message: &str, classification: &TextClassi
     let topic = classification.probability("topic", "human_request");
     if let Some(phrase) = phrases.first() {
         return Some(Reason::new(
-            "human_requested",
+            ReasonCode::HumanRequested,
             format!("the customer asked for a person (\"{phrase}\")"),
             Some(1.0),
         ));
     }
     (topic >= policy.human_request.topic_threshold).then(|| {
         Reason::new(
-            "human_requested",
+            ReasonCode::HumanRequested,
             format!("the customer asked for a person (topic human_request {topic:.2})"),
             Some(topic),
         )
@@ -111,7 +223,7 @@ pub fn decide(
         tier = tier.max(signal_tier);
         confidence = confidence.max(signal.score);
         reasons.push(Reason::new(
-            kind.as_str(),
+            kind.into(),
             format!("{} signal ({}) -> {}", kind.as_str().replace('_', " "), signal.evidence, signal_tier.as_str()),
             Some(signal.score),
         ));
@@ -126,7 +238,7 @@ pub fn decide(
             Some(answer) if answer.answered && answer.confidence >= policy.conversation.min_answer_confidence => {
                 let article = answer.citations.first().map_or("?", |c| c.article_id.as_str());
                 reasons.push(Reason::new(
-                    "kb_answer",
+                    ReasonCode::KbAnswer,
                     format!("the knowledge base answers this (article {article}, confidence {:.2})", answer.confidence),
                     Some(answer.confidence),
                 ));
@@ -136,14 +248,14 @@ pub fn decide(
                 tier = Tier::Assist;
                 let why = answer.reason.as_deref().unwrap_or("low_confidence").replace('_', " ");
                 reasons.push(Reason::new(
-                    "no_kb_answer",
+                    ReasonCode::NoKbAnswer,
                     format!("no confident knowledge-base answer ({why}, confidence {:.2})", answer.confidence),
                     Some(answer.confidence),
                 ));
                 confidence = 1.0 - answer.confidence;
                 if let Some(other) = classification.out_of_scope.filter(|p| *p >= 0.5) {
                     reasons.push(Reason::new(
-                        "out_of_scope",
+                        ReasonCode::OutOfScope,
                         format!("probably not a support request (P(other) {other:.2})"),
                         Some(other),
                     ));
@@ -151,7 +263,7 @@ pub fn decide(
             }
             None => {
                 tier = Tier::Assist;
-                reasons.push(Reason::new("no_kb", "no knowledge base is configured", None));
+                reasons.push(Reason::new(ReasonCode::NoKb, "no knowledge base is configured", None));
             }
         }
     }

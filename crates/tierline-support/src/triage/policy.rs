@@ -21,6 +21,12 @@ pub enum Tier {
 }
 
 impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Auto, Tier::Assist, Tier::Human];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|tier| tier.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Auto => "auto",
@@ -180,7 +186,43 @@ pub struct AccountRules {
     pub at_risk_is_high_value: bool,
     /// How account health is scored (`[accounts.health]`).
     #[serde(default)]
-    pub health: crate::insights::health::HealthRules,
+    pub health: HealthRules,
+}
+
+/// How health is scored (the `[accounts]` section of the policy).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthRules {
+    /// Days of history read for each account.
+    pub lookback_days: u32,
+    /// The recent part of that history, compared with the rest.
+    pub recent_days: u32,
+    /// Accounts scoring below this are at risk.
+    pub at_risk_below: f32,
+    /// Fewest recent conversations before an account can be called at risk (one bad day is not a trend).
+    pub min_recent_conversations: usize,
+}
+
+impl Default for HealthRules {
+    fn default() -> Self {
+        Self { lookback_days: 30, recent_days: 7, at_risk_below: 60.0, min_recent_conversations: 2 }
+    }
+}
+
+impl HealthRules {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.recent_days == 0 || self.recent_days >= self.lookback_days {
+            anyhow::bail!(
+                "`accounts.recent_days` must be at least 1 and less than `accounts.lookback_days` ({}), not {}",
+                self.lookback_days,
+                self.recent_days
+            );
+        }
+        if !(0.0..=100.0).contains(&self.at_risk_below) {
+            anyhow::bail!("`accounts.at_risk_below` must be between 0 and 100, not {}", self.at_risk_below);
+        }
+        Ok(())
+    }
 }
 
 fn enabled() -> bool {

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::policy::{Policy, SignalKind, TopicSignalRule};
-use crate::insights::health::AccountHealth;
+use super::AccountStanding;
 use tierline_infer::classify::TextClassification;
 
 /// Account context a caller may send with a ticket or conversation.
@@ -69,7 +69,7 @@ pub fn score(
     conversation_text: &str,
     earliest_negativity: Option<f32>,
     account: &AccountContext,
-    health: Option<&AccountHealth>,
+    standing: Option<&AccountStanding>,
 ) -> Vec<Signal> {
     let text = normalise(message);
     let negative = negativity(classification);
@@ -134,9 +134,9 @@ pub fn score(
     if let Some(value) = account.contract_value.filter(|v| *v >= rules_accounts.contract_value_at_least) {
         reasons.push(format!("contract value {value:.0}"));
     }
-    if let Some(health) = health.filter(|h| h.at_risk && rules_accounts.at_risk_is_high_value) {
-        let why = health.reasons.first().map(|r| format!(": {r}")).unwrap_or_default();
-        reasons.push(format!("account at risk (health {:.0}/100{why})", health.score));
+    if let Some(standing) = standing.filter(|s| s.at_risk && rules_accounts.at_risk_is_high_value) {
+        let why = standing.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
+        reasons.push(format!("account at risk (health {:.0}/100{why})", standing.score));
     }
     let score = if reasons.is_empty() { 0.0 } else { 1.0 };
     signals.push(Signal {

@@ -1,51 +1,31 @@
 //! `POST /v1/classify`: sentiment, frustration, topic and out-of-scope score for a batch of texts.
 
+use crate::http::api::*;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::embed::validate_texts;
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
-use tierline_infer::classify::{ModelVersions, TextClassification};
-use tierline_support::conversation::{Ticket, TicketTriage};
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClassifyRequest {
-    /// Raw texts: the heads' scores only.
-    #[serde(default)]
-    pub texts: Option<Vec<String>>,
-    /// Tickets: full triage (signals, tier, queue, reasons, answer or draft).
-    #[serde(default)]
-    pub tickets: Option<Vec<Ticket>>,
-    /// How many ranked labels single-label heads return (1-20, default 3).
-    #[serde(default = "default_top_k")]
-    pub top_k: usize,
-}
-
-fn default_top_k() -> usize {
-    3
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ClassifyResponse {
-    pub results: Vec<TextClassification>,
-    pub models: ModelVersions,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TriageResponse {
-    pub results: Vec<TicketTriage>,
-    pub models: ModelVersions,
-}
+use tierline_support::conversation::Ticket;
 
 /// Stateless triage: `texts` get the heads' scores; `tickets` get signals, tier, queue, reasons, and an answer (auto) or a draft (assist).
-#[utoipa::path(post, path = "/v1/classify", tag = "triage", request_body = ClassifyRequest, responses((status = 200, description = "`texts`: ClassifyResponse; `tickets`: TriageResponse", body = TriageResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/classify",
+    tag = "triage",
+    request_body = ClassifyRequest,
+    responses(
+        (status = 200, description = "`texts`: ClassifyResponse; `tickets`: TriageResponse", body = TriageResponse),
+        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn classify(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ClassifyRequest>,

@@ -4,48 +4,28 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use tierline_support::conversation::calibration::CalibrationReport;
+use tierline_support::conversation::metrics::SupportReport;
+use tierline_support::conversation::{handoff::Packet, ConversationView, Resolution, Resolved, SupportError, Turn};
+use tierline_support::store::{ConversationRow, ResolutionOutcome};
 
 use super::{check_limit, check_text};
-use crate::http::error::{within_deadline, ApiError, ErrorBody};
+use crate::http::api::*;
+use crate::http::error::{deadline, ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
-use tierline_support::conversation::calibration::CalibrationReport;
-use tierline_support::conversation::metrics::{SupportReport, Window};
-use tierline_support::conversation::{
-    handoff::Packet, ConversationView, Outcome, ResolvedBy, SupportError, Turn, Waiting,
-};
-use tierline_support::kb::Article;
-use tierline_support::storage::ConversationRow;
-use tierline_support::triage::AccountContext;
-
-impl From<SupportError> for ApiError {
-    fn from(err: SupportError) -> Self {
-        match err {
-            SupportError::NotFound(_) => ApiError::new(StatusCode::NOT_FOUND, "not_found", err.to_string()),
-            SupportError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", err.to_string()),
-            SupportError::Engine(engine) => engine.into(),
-            SupportError::Internal(_) => {
-                tracing::error!("{err}");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string())
-            }
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateConversation {
-    /// Free-form customer details shown to agents (name, email, ...).
-    #[serde(default)]
-    #[schema(value_type = Option<Object>)]
-    pub customer: Option<serde_json::Map<String, serde_json::Value>>,
-    #[serde(default)]
-    pub account: AccountContext,
-}
 
 /// Opens a conversation with optional customer details and account context.
-#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", request_body = CreateConversation, responses((status = 201, body = ConversationRow), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/conversations",
+    tag = "conversations",
+    request_body = CreateConversation,
+    responses(
+        (status = 201, body = ConversationRow),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateConversation>,
@@ -61,14 +41,22 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CustomerMessage {
-    pub text: String,
-}
-
 /// A customer message: the AI answers (saying it is an AI) or hands off to a queue, with the decision and its reasons.
-#[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations", params(("id" = String, Path)), request_body = CustomerMessage, responses((status = 200, body = Turn), (status = 404, body = ErrorBody), (status = 409, description = "resolved", body = ErrorBody), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/messages",
+    tag = "conversations",
+    params(("id" = String, Path)),
+    request_body = CustomerMessage,
+    responses(
+        (status = 200, body = Turn),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "resolved", body = ErrorBody),
+        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn customer_message(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -86,35 +74,30 @@ pub async fn customer_message(
         let models = task_state.models().expect("checked above; models are never unloaded");
         task_state.support().customer_message(models, &id, request.text).await
     });
-    let turn = within_deadline(timeout, async {
-        turn.await.map_err(|err| SupportError::Internal(anyhow::anyhow!("turn task failed: {err}")))?
-    })
-    .await
-    .map_err(|err| {
-        if err.code == "timeout" {
-            ApiError {
-                message: format!(
-                    "{}; the message may still be stored: GET the conversation before retrying",
-                    err.message
-                ),
-                ..err
-            }
-        } else {
-            err
+    let turn = deadline(timeout, turn).await.map_err(|passed| {
+        let err = ApiError::from(passed);
+        ApiError {
+            message: format!("{}; the message may still be stored: GET the conversation before retrying", err.message),
+            ..err
         }
     })?;
+    let turn = turn.map_err(|err| SupportError::Internal(anyhow::anyhow!("turn task failed: {err}")))??;
     Ok(Json(turn))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AgentMessage {
-    pub agent: String,
-    pub text: String,
-}
-
 /// A person replies; the conversation is theirs from then on.
-#[utoipa::path(post, path = "/v1/conversations/{id}/agent-messages", tag = "conversations", params(("id" = String, Path)), request_body = AgentMessage, responses((status = 200, body = ConversationRow), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/agent-messages",
+    tag = "conversations",
+    params(("id" = String, Path)),
+    request_body = AgentMessage,
+    responses(
+        (status = 200, body = ConversationRow),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn agent_message(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -127,98 +110,59 @@ pub async fn agent_message(
     Ok(Json(state.support().agent_message(&id, request.agent, request.text).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resolve {
-    pub resolved_by: ResolvedBy,
-    pub agent: Option<String>,
-    /// Customer satisfaction, 1-5.
-    pub csat: Option<u8>,
-    /// `false`: the person needed nothing the AI lacked (an avoidable escalation).
-    pub needed_information_ai_lacked: Option<bool>,
-    /// The right topic, when the AI's was wrong.
-    pub corrected_topic: Option<String>,
-    /// The right queue, when the AI's was wrong (one of the policy's queues).
-    pub corrected_queue: Option<String>,
-    /// The agent's answer, approved for the knowledge base.
-    pub approved_answer: Option<String>,
-}
-
 /// Closes a conversation: resolved by the AI or a human, optional CSAT (1-5).
-#[utoipa::path(post, path = "/v1/conversations/{id}/resolve", tag = "conversations", params(("id" = String, Path)), request_body = Resolve, responses((status = 200, body = Resolved), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/conversations/{id}/resolve",
+    tag = "conversations",
+    params(("id" = String, Path)),
+    request_body = Resolve,
+    responses(
+        (status = 200, body = Resolved),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody),
+    ),
+)]
 pub async fn resolve(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Resolve>,
 ) -> Result<Json<Resolved>, ApiError> {
-    if request.csat.is_some_and(|c| !(1..=5).contains(&c)) {
-        return Err(ApiError::invalid("csat", "`csat` must be between 1 and 5"));
-    }
-    if let Some(queue) = request.corrected_queue.as_ref().filter(|q| !state.support().policy().queues.contains(q)) {
-        return Err(ApiError::invalid("corrected_queue", format!("unknown queue `{queue}`")));
-    }
-    if request.corrected_topic.as_ref().is_some_and(|t| t.trim().is_empty() || t.len() > 64) {
-        return Err(ApiError::invalid("corrected_topic", "`corrected_topic` must be 1-64 characters"));
-    }
-    if request
-        .approved_answer
-        .as_ref()
-        .is_some_and(|a| a.trim().is_empty() || a.len() > state.limits().max_article_bytes)
-    {
+    let too_long = |a: &String| a.trim().is_empty() || a.len() > state.limits().max_article_bytes;
+    if request.approved_answer.as_ref().is_some_and(too_long) {
         return Err(ApiError::invalid(
             "approved_answer",
             "`approved_answer` must be non-empty and within server.max_article_bytes",
         ));
     }
-    let outcome = Outcome {
-        needed_information_ai_lacked: request.needed_information_ai_lacked,
-        corrected_topic: request.corrected_topic,
-        corrected_queue: request.corrected_queue,
-        approved_answer: request.approved_answer,
-    };
-    let (conversation, article) =
-        state.support().resolve(&id, request.resolved_by, request.agent, request.csat, outcome).await?;
-    let knowledge_base_article = match (article, state.kb()) {
-        (Some(article), Some(_)) => add_approved_article(&state, article).await,
-        _ => None,
-    };
-    Ok(Json(Resolved { conversation, knowledge_base_article }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Resolved {
-    #[serde(flatten)]
-    pub conversation: ConversationRow,
-    /// The internal article made from `approved_answer` (publish it by setting its audience to public).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub knowledge_base_article: Option<String>,
-}
-
-/// Adds the approved answer to the knowledge base. The resolution is already stored, so a failure
-/// here is logged rather than undoing it.
-async fn add_approved_article(state: &AppState, article: Article) -> Option<String> {
-    let id = article.id.clone();
-    let task_state = state.clone();
-    let added = tokio::task::spawn_blocking(move || task_state.kb().map(|kb| kb.upsert(article))).await;
-    match added {
-        Ok(Some(Ok(_))) => {
-            tracing::info!(article = %id, "approved answer added to the knowledge base (internal)");
-            Some(id)
-        }
-        Ok(Some(Err(err))) => {
-            tracing::warn!(article = %id, error = format!("{err:#}"), "approved answer not added to the knowledge base");
-            None
-        }
-        Ok(None) => None,
-        Err(err) => {
-            tracing::error!(article = %id, error = %err, "approved-answer task failed");
-            None
-        }
+    if request.agent.as_ref().is_some_and(|a| a.trim().is_empty() || a.chars().count() > 200) {
+        return Err(ApiError::invalid("agent", "`agent` must be 1-200 characters naming who resolved it"));
     }
+    let resolution = Resolution {
+        by: request.resolved_by,
+        agent: request.agent,
+        csat: request.csat,
+        outcome: ResolutionOutcome {
+            needed_information_ai_lacked: request.needed_information_ai_lacked,
+            corrected_topic: request.corrected_topic,
+            corrected_queue: request.corrected_queue,
+            approved_answer: request.approved_answer,
+        },
+    };
+    Ok(Json(state.support().resolve(state.kb(), &id, resolution).await?))
 }
 
 /// The conversation with its transcript and the decision made on each customer message.
-#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}",
+    tag = "conversations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = ConversationView),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -227,57 +171,51 @@ pub async fn get(
 }
 
 /// The handoff packet: transcript, summary, what the AI tried, signal timeline, account context, suggested reply.
-#[utoipa::path(get, path = "/v1/conversations/{id}/handoff", tag = "conversations", params(("id" = String, Path)), responses((status = 200, body = Packet), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/conversations/{id}/handoff",
+    tag = "conversations",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = Packet),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn handoff(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Packet>, ApiError> {
     Ok(Json(state.support().handoff(&id).await?))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct QueueParams {
-    #[serde(default = "default_limit")]
-    pub limit: usize,
-}
-
-fn default_limit() -> usize {
-    50
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct QueueResponse {
-    pub queue: String,
-    pub waiting: Vec<Waiting>,
-}
-
 /// Handoffs waiting in a queue, oldest first, with their wait time.
-#[utoipa::path(get, path = "/v1/queues/{queue}", tag = "conversations", params(("queue" = String, Path), QueueParams), responses((status = 200, body = QueueResponse), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/queues/{queue}",
+    tag = "conversations",
+    params(("queue" = String, Path), QueueParams),
+    responses(
+        (status = 200, body = QueueResponse),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn queue(
     State(state): State<AppState>,
     ApiPath(queue): ApiPath<String>,
     ApiQuery(params): ApiQuery<QueueParams>,
 ) -> Result<Json<QueueResponse>, ApiError> {
-    let policy = state.support().policy();
-    if !policy.queues.contains(&queue) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no queue `{queue}` (queues: {})", policy.queues.join(", ")),
-        ));
-    }
     check_limit(params.limit)?;
     let waiting = state.support().queue(&queue, params.limit).await?;
     Ok(Json(QueueResponse { queue, waiting }))
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Reloaded {
-    pub reloaded: bool,
-    pub queues: Vec<String>,
-}
-
 /// Re-reads the policy file; an invalid file is refused and the current policy stays.
-#[utoipa::path(post, path = "/v1/admin/policy/reload", tag = "admin", responses((status = 200, body = Reloaded), (status = 422, description = "invalid policy file; the old one stays", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/admin/policy/reload",
+    tag = "admin",
+    responses(
+        (status = 200, body = Reloaded),
+        (status = 422, description = "invalid policy file; the old one stays", body = ErrorBody),
+    ),
+)]
 pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
     let support = state.support().clone();
     let policy = tokio::task::spawn_blocking(move || support.reload_policy())
@@ -287,22 +225,17 @@ pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloade
     Ok(Json(Reloaded { reloaded: true, queues: policy.queues.clone() }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct MetricsParams {
-    /// `day`, `week` (default) or `all`.
-    #[serde(default = "default_window")]
-    pub window: Window,
-}
-
-fn default_window() -> Window {
-    Window::Week
-}
-
 /// Support metrics per queue and overall for a window: escalation, AI resolution, re-escalation,
 /// over-escalation, time to a human (p50/p90), first-contact resolution after escalation, CSAT.
-#[utoipa::path(get, path = "/v1/metrics/support", tag = "learning", params(MetricsParams), responses((status = 200, body = SupportReport)))]
+#[utoipa::path(
+    get,
+    path = "/v1/metrics/support",
+    tag = "learning",
+    params(MetricsParams),
+    responses(
+        (status = 200, body = SupportReport),
+    ),
+)]
 pub async fn support_metrics(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<MetricsParams>,
@@ -312,7 +245,15 @@ pub async fn support_metrics(
 
 /// Replays stored decisions and outcomes under alternative thresholds per signal: escalation rate,
 /// avoidable and missed escalations, and a suggested threshold. Nothing changes by itself.
-#[utoipa::path(get, path = "/v1/calibration", tag = "learning", params(MetricsParams), responses((status = 200, body = CalibrationReport)))]
+#[utoipa::path(
+    get,
+    path = "/v1/calibration",
+    tag = "learning",
+    params(MetricsParams),
+    responses(
+        (status = 200, body = CalibrationReport),
+    ),
+)]
 pub async fn calibration(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<MetricsParams>,

@@ -1,46 +1,28 @@
 //! `POST /v1/embed`: embeddings for a batch of texts.
 
+use crate::http::api::*;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EmbedRequest {
-    pub texts: Vec<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EmbedResponse {
-    pub model: String,
-    pub revision: String,
-    pub dimensions: usize,
-    pub data: Vec<EmbeddingItem>,
-    pub usage: Usage,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct EmbeddingItem {
-    pub index: usize,
-    pub embedding: Vec<f32>,
-    pub tokens: usize,
-    /// The text was longer than the model's limit and only its beginning was encoded.
-    pub truncated: bool,
-}
-
-#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Usage {
-    pub tokens: usize,
-}
-
 /// Embeddings of a batch of texts (the shared encoder, L2-normalised).
-#[utoipa::path(post, path = "/v1/embed", tag = "models", request_body = EmbedRequest, responses((status = 200, body = EmbedResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/embed",
+    tag = "models",
+    request_body = EmbedRequest,
+    responses(
+        (status = 200, body = EmbedResponse),
+        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn embed(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<EmbedRequest>,

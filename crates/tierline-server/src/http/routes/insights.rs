@@ -1,43 +1,29 @@
 //! What the traffic says: anomaly alerts, accounts at risk, and the labeled examples learned from
 //! resolutions (list, review, export for training).
 
+use crate::http::api::*;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::check_limit;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
-use tierline_support::insights::anomaly::Alert;
-use tierline_support::insights::health::AccountHealth;
-use tierline_support::storage::{FeedbackFilter, FeedbackRow, FeedbackStatus};
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AlertParams {
-    /// Only alerts still active.
-    #[serde(default)]
-    pub active: bool,
-    #[serde(default = "default_limit")]
-    pub limit: usize,
-}
-
-fn default_limit() -> usize {
-    50
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AlertsResponse {
-    /// Newest first: count, baseline, accounts, example tickets, characteristic terms.
-    pub alerts: Vec<Alert>,
-}
+use tierline_support::store::{FeedbackFilter, FeedbackStatus};
 
 /// Spikes of similar tickets across accounts (a likely bug or outage), newest first.
-#[utoipa::path(get, path = "/v1/alerts", tag = "insights", params(AlertParams), responses((status = 200, body = AlertsResponse), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/alerts",
+    tag = "insights",
+    params(AlertParams),
+    responses(
+        (status = 200, body = AlertsResponse),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn alerts(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AlertParams>,
@@ -46,26 +32,18 @@ pub async fn alerts(
     Ok(Json(AlertsResponse { alerts: state.support().alerts(params.active, params.limit).await? }))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct AtRiskParams {
-    /// Every assessed account, not only those at risk.
-    #[serde(default)]
-    pub all: bool,
-    #[serde(default = "default_limit")]
-    pub limit: usize,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct AtRiskResponse {
-    /// Worst first: score out of 100, the reasons, the figures behind them.
-    pub accounts: Vec<AccountHealth>,
-}
-
 /// Accounts that need proactive outreach: health scored from sentiment trend, ticket frequency,
 /// escalations and repeated contacts.
-#[utoipa::path(get, path = "/v1/accounts/at-risk", tag = "insights", params(AtRiskParams), responses((status = 200, body = AtRiskResponse), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/at-risk",
+    tag = "insights",
+    params(AtRiskParams),
+    responses(
+        (status = 200, body = AtRiskResponse),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn at_risk(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<AtRiskParams>,
@@ -75,21 +53,6 @@ pub async fn at_risk(
     accounts.retain(|a| params.all || a.at_risk);
     accounts.truncate(params.limit);
     Ok(Json(AtRiskResponse { accounts }))
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct FeedbackParams {
-    /// The head the examples are for (`topic`).
-    pub head: Option<String>,
-    /// `pending`, `accepted` or `rejected`; all when absent.
-    pub status: Option<FeedbackStatus>,
-    /// Only examples with a greater id (paging).
-    #[serde(default)]
-    pub after: i64,
-    #[serde(default = "default_limit")]
-    pub limit: usize,
 }
 
 impl FeedbackParams {
@@ -103,13 +66,17 @@ impl FeedbackParams {
     }
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct FeedbackResponse {
-    pub examples: Vec<FeedbackRow>,
-}
-
 /// Labeled examples learned from resolutions (corrected topics, confirmed ones), oldest first.
-#[utoipa::path(get, path = "/v1/feedback", tag = "learning", params(FeedbackParams), responses((status = 200, body = FeedbackResponse), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/feedback",
+    tag = "learning",
+    params(FeedbackParams),
+    responses(
+        (status = 200, body = FeedbackResponse),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn feedback(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<FeedbackParams>,
@@ -119,7 +86,15 @@ pub async fn feedback(
 }
 
 /// The examples as JSONL (`{"text", "label", ...}` per line), for `tierline train --file`.
-#[utoipa::path(get, path = "/v1/feedback/export", tag = "learning", params(FeedbackParams), responses((status = 200, content_type = "application/x-ndjson", body = String)))]
+#[utoipa::path(
+    get,
+    path = "/v1/feedback/export",
+    tag = "learning",
+    params(FeedbackParams),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = String),
+    ),
+)]
 pub async fn export(
     State(state): State<AppState>,
     ApiQuery(mut params): ApiQuery<FeedbackParams>,
@@ -133,16 +108,19 @@ pub async fn export(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Review {
-    pub status: FeedbackStatus,
-    /// A corrected label, when the stored one is wrong.
-    pub label: Option<String>,
-}
-
 /// Accepts or rejects an example (rejected ones are never trained on), optionally relabelling it.
-#[utoipa::path(post, path = "/v1/feedback/{id}", tag = "learning", params(("id" = i64, Path)), request_body = Review, responses((status = 204), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/feedback/{id}",
+    tag = "learning",
+    params(("id" = i64, Path)),
+    request_body = Review,
+    responses(
+        (status = 204),
+        (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn review(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<i64>,

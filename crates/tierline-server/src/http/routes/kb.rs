@@ -1,52 +1,33 @@
 //! `GET /v1/kb/search` (agents, debugging) and `POST /v1/answer` (Tier-1 answers for customers).
 
+use crate::http::api::*;
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
-use tierline_support::kb::{Answer, Audience, Citation, Filter, Mode};
+use tierline_support::kb::{Answer, Audience, Filter};
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SearchParams {
-    pub q: String,
-    #[serde(default = "default_k")]
-    pub k: usize,
-    #[serde(default = "default_mode")]
-    pub mode: Mode,
-    /// `public` (default), `internal` or `all`.
-    #[serde(default)]
-    pub audience: Option<String>,
-    pub product: Option<String>,
-    pub tag: Option<String>,
-}
-
-fn default_k() -> usize {
-    5
-}
-fn default_mode() -> Mode {
-    Mode::Hybrid
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SearchResponse {
-    pub query: String,
-    pub mode: Mode,
-    pub hits: Vec<Citation>,
-}
-
-pub(super) fn kb(state: &AppState) -> Result<&tierline_support::kb::KnowledgeBase, ApiError> {
+pub(super) fn kb(state: &AppState) -> Result<&std::sync::Arc<tierline_support::kb::KnowledgeBase>, ApiError> {
     state
         .kb()
         .ok_or_else(|| ApiError::not_ready("the knowledge base is still loading (or disabled: kb.source is empty)"))
 }
 
 /// Hybrid (BM25 + dense) knowledge-base search with highlighted snippets, for agents and debugging.
-#[utoipa::path(get, path = "/v1/kb/search", tag = "knowledge base", params(SearchParams), responses((status = 200, body = SearchResponse), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/kb/search",
+    tag = "knowledge base",
+    params(SearchParams),
+    responses(
+        (status = 200, body = SearchResponse),
+        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn search(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<SearchParams>,
@@ -64,21 +45,23 @@ pub async fn search(
         }
     };
     let filter = Filter { audience, product: params.product, tag: params.tag };
-    let hits = kb(&state)?.search(&params.q, params.mode, params.k, &filter).await.map_err(internal)?;
+    let hits = kb(&state)?.search(&params.q, params.mode, params.k, &filter).await.map_err(ApiError::from_kb)?;
     Ok(Json(SearchResponse { query: params.q, mode: params.mode, hits }))
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AnswerRequest {
-    pub question: String,
-    /// The customer's earlier messages in the conversation, oldest first (at most 20).
-    #[serde(default)]
-    pub context: Vec<String>,
-}
-
 /// A Tier-1 answer from public articles with citations and a calibrated confidence, or `answered: false` with the reason.
-#[utoipa::path(post, path = "/v1/answer", tag = "knowledge base", request_body = AnswerRequest, responses((status = 200, body = Answer), (status = 422, description = "invalid field", body = ErrorBody), (status = 429, description = "overloaded", body = ErrorBody), (status = 503, description = "models loading or timed out", body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/answer",
+    tag = "knowledge base",
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, body = Answer),
+        (status = 422, description = "invalid field", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
 pub async fn answer(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<AnswerRequest>,
@@ -90,15 +73,6 @@ pub async fn answer(
     if let Some(i) = request.context.iter().position(|m| m.len() > state.limits().max_text_bytes) {
         return Err(ApiError::too_large(format!("context[{i}]"), "message is too long"));
     }
-    let answer = kb(&state)?.answer_in_context(&request.question, &request.context).await.map_err(internal)?;
+    let answer = kb(&state)?.answer_in_context(&request.question, &request.context).await.map_err(ApiError::from_kb)?;
     Ok(Json(answer))
-}
-
-pub(super) fn internal(err: anyhow::Error) -> ApiError {
-    match err.downcast::<tierline_infer::EngineError>() {
-        Ok(engine) => engine.into(),
-        Err(other) => {
-            ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "search_failed", format!("{other:#}"))
-        }
-    }
 }

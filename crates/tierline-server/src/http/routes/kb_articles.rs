@@ -2,32 +2,16 @@
 //! while it serves. Each change rebuilds the index off the request thread and switches it in
 //! atomically; searches running meanwhile see the old index.
 
+use crate::http::api::*;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
-use super::kb::{internal, kb};
+use super::kb::kb;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath};
 use crate::http::state::AppState;
-use tierline_support::kb::{article, Article, Audience, Upserted};
-
-/// An article as sent by a client; `id` is optional on create (derived from the title).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ArticleInput {
-    pub id: Option<String>,
-    pub title: String,
-    pub body: String,
-    pub url: Option<String>,
-    #[serde(default)]
-    pub tags: Vec<String>,
-    pub product: Option<String>,
-    #[serde(default)]
-    pub audience: Audience,
-    pub updated: Option<String>,
-}
+use tierline_support::kb::{article, Article, Upserted};
 
 impl ArticleInput {
     fn into_article(self, id: String) -> Article {
@@ -42,28 +26,6 @@ impl ArticleInput {
             body: self.body,
         }
     }
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ArticleSummary {
-    pub id: String,
-    pub title: String,
-    pub audience: Audience,
-    pub url: Option<String>,
-    pub updated: Option<String>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ArticleList {
-    pub articles: Vec<ArticleSummary>,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ArticleResponse {
-    #[serde(flatten)]
-    pub article: Article,
-    /// How many passages the article was split into for retrieval.
-    pub passages: usize,
 }
 
 /// Every indexed article: id, title, audience, url, updated.
@@ -85,7 +47,16 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ArticleList>, Ap
 }
 
 /// One article and its passage count.
-#[utoipa::path(get, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 200, body = ArticleResponse), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    get,
+    path = "/v1/kb/articles/{id}",
+    tag = "knowledge base",
+    params(("id" = String, Path)),
+    responses(
+        (status = 200, body = ArticleResponse),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -97,7 +68,18 @@ pub async fn get(
 }
 
 /// Adds an article (id derived from the title when absent) and switches the rebuilt index in.
-#[utoipa::path(post, path = "/v1/kb/articles", tag = "knowledge base", request_body = ArticleInput, responses((status = 201, body = ArticleResponse), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    post,
+    path = "/v1/kb/articles",
+    tag = "knowledge base",
+    request_body = ArticleInput,
+    responses(
+        (status = 201, body = ArticleResponse),
+        (status = 409, body = ErrorBody),
+        (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(input): ApiJson<ArticleInput>,
@@ -117,7 +99,18 @@ pub async fn create(
 }
 
 /// Adds or replaces the article with this id.
-#[utoipa::path(put, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), request_body = ArticleInput, responses((status = 200, body = ArticleResponse), (status = 201, body = ArticleResponse), (status = 422, body = ErrorBody)))]
+#[utoipa::path(
+    put,
+    path = "/v1/kb/articles/{id}",
+    tag = "knowledge base",
+    params(("id" = String, Path)),
+    request_body = ArticleInput,
+    responses(
+        (status = 200, body = ArticleResponse),
+        (status = 201, body = ArticleResponse),
+        (status = 422, body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -133,15 +126,24 @@ pub async fn put(
 }
 
 /// Removes an article from the knowledge base.
-#[utoipa::path(delete, path = "/v1/kb/articles/{id}", tag = "knowledge base", params(("id" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(
+    delete,
+    path = "/v1/kb/articles/{id}",
+    tag = "knowledge base",
+    params(("id" = String, Path)),
+    responses(
+        (status = 204),
+        (status = 404, body = ErrorBody),
+    ),
+)]
 pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let state_for_task = state.clone();
     let removed = {
         let id = id.clone();
         tokio::task::spawn_blocking(move || kb(&state_for_task).map(|kb| kb.remove(&id)))
             .await
-            .map_err(|err| internal(err.into()))??
-            .map_err(internal)?
+            .map_err(|err| ApiError::from_kb(err.into()))??
+            .map_err(ApiError::from_kb)?
     };
     if !removed {
         return Err(not_found(&id));
@@ -165,8 +167,8 @@ async fn store(state: &AppState, article: Article) -> Result<(Upserted, Json<Art
     let stored = article.clone();
     let outcome = tokio::task::spawn_blocking(move || kb(&task_state).map(|kb| kb.upsert(stored)))
         .await
-        .map_err(|err| internal(err.into()))??
-        .map_err(internal)?;
+        .map_err(|err| ApiError::from_kb(err.into()))??
+        .map_err(ApiError::from_kb)?;
     let index = kb(state)?.current();
     let passages = index.passages().iter().filter(|p| p.article_id == article.id).count();
     Ok((outcome, Json(ArticleResponse { article, passages })))

@@ -1,0 +1,303 @@
+//! Every request and response type of the HTTP API, in one place: what a helpdesk sends and
+//! gets back. Domain types that appear inside responses come from `tierline-support` and
+//! `tierline-infer`; these wrap them for the wire.
+
+use serde::{Deserialize, Serialize};
+use tierline_infer::classify::{ModelVersions, TextClassification};
+use tierline_support::conversation::metrics::Window;
+use tierline_support::conversation::{ResolvedBy, Ticket, TicketTriage, Waiting};
+use tierline_support::insights::anomaly::Alert;
+use tierline_support::insights::health::AccountHealth;
+use tierline_support::kb::{Article, Audience, Citation, Mode};
+use tierline_support::store::{FeedbackRow, FeedbackStatus};
+use tierline_support::triage::AccountContext;
+
+/// Items per page when a list route is not told.
+fn default_limit() -> usize {
+    50
+}
+
+// classify
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifyRequest {
+    /// Raw texts: the heads' scores only.
+    #[serde(default)]
+    pub texts: Option<Vec<String>>,
+    /// Tickets: full triage (signals, tier, queue, reasons, answer or draft).
+    #[serde(default)]
+    pub tickets: Option<Vec<Ticket>>,
+    /// How many ranked labels single-label heads return (1-20, default 3).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_top_k() -> usize {
+    3
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClassifyResponse {
+    pub results: Vec<TextClassification>,
+    pub models: ModelVersions,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TriageResponse {
+    pub results: Vec<TicketTriage>,
+    pub models: ModelVersions,
+}
+
+// conversations
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConversation {
+    /// Free-form customer details shown to agents (name, email, ...).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub customer: Option<serde_json::Map<String, serde_json::Value>>,
+    #[serde(default)]
+    pub account: AccountContext,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerMessage {
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentMessage {
+    pub agent: String,
+    pub text: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    pub resolved_by: ResolvedBy,
+    pub agent: Option<String>,
+    /// Customer satisfaction, 1-5.
+    pub csat: Option<u8>,
+    /// `false`: the person needed nothing the AI lacked (an avoidable escalation).
+    pub needed_information_ai_lacked: Option<bool>,
+    /// The right topic, when the AI's was wrong.
+    pub corrected_topic: Option<String>,
+    /// The right queue, when the AI's was wrong (one of the policy's queues).
+    pub corrected_queue: Option<String>,
+    /// The agent's answer, approved for the knowledge base.
+    pub approved_answer: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct QueueParams {
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueueResponse {
+    pub queue: String,
+    pub waiting: Vec<Waiting>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    pub reloaded: bool,
+    pub queues: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct MetricsParams {
+    /// `day`, `week` (default) or `all`.
+    #[serde(default = "default_window")]
+    pub window: Window,
+}
+
+fn default_window() -> Window {
+    Window::Week
+}
+
+// embed
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbedRequest {
+    pub texts: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmbedResponse {
+    pub model: String,
+    pub revision: String,
+    pub dimensions: usize,
+    pub data: Vec<EmbeddingItem>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EmbeddingItem {
+    pub index: usize,
+    pub embedding: Vec<f32>,
+    pub tokens: usize,
+    /// The text was longer than the model's limit and only its beginning was encoded.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Usage {
+    pub tokens: usize,
+}
+
+// insights
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertParams {
+    /// Only alerts still active.
+    #[serde(default)]
+    pub active: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AlertsResponse {
+    /// Newest first: count, baseline, accounts, example tickets, characteristic terms.
+    pub alerts: Vec<Alert>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AtRiskParams {
+    /// Every assessed account, not only those at risk.
+    #[serde(default)]
+    pub all: bool,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AtRiskResponse {
+    /// Worst first: score out of 100, the reasons, the figures behind them.
+    pub accounts: Vec<AccountHealth>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FeedbackParams {
+    /// The head the examples are for (`topic`).
+    pub head: Option<String>,
+    /// `pending`, `accepted` or `rejected`; all when absent.
+    pub status: Option<FeedbackStatus>,
+    /// Only examples with a greater id (paging).
+    #[serde(default)]
+    pub after: i64,
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FeedbackResponse {
+    pub examples: Vec<FeedbackRow>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    pub status: FeedbackStatus,
+    /// A corrected label, when the stored one is wrong.
+    pub label: Option<String>,
+}
+
+// kb
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SearchParams {
+    pub q: String,
+    #[serde(default = "default_k")]
+    pub k: usize,
+    #[serde(default = "default_mode")]
+    pub mode: Mode,
+    /// `public` (default), `internal` or `all`.
+    #[serde(default)]
+    pub audience: Option<String>,
+    pub product: Option<String>,
+    pub tag: Option<String>,
+}
+
+fn default_k() -> usize {
+    5
+}
+
+fn default_mode() -> Mode {
+    Mode::Hybrid
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SearchResponse {
+    pub query: String,
+    pub mode: Mode,
+    pub hits: Vec<Citation>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    pub question: String,
+    /// The customer's earlier messages in the conversation, oldest first (at most 20).
+    #[serde(default)]
+    pub context: Vec<String>,
+}
+
+// kb_articles
+
+/// An article as sent by a client; `id` is optional on create (derived from the title).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArticleInput {
+    pub id: Option<String>,
+    pub title: String,
+    pub body: String,
+    pub url: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    pub product: Option<String>,
+    #[serde(default)]
+    pub audience: Audience,
+    pub updated: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ArticleSummary {
+    pub id: String,
+    pub title: String,
+    pub audience: Audience,
+    pub url: Option<String>,
+    pub updated: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ArticleList {
+    pub articles: Vec<ArticleSummary>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ArticleResponse {
+    #[serde(flatten)]
+    pub article: Article,
+    /// How many passages the article was split into for retrieval.
+    pub passages: usize,
+}

@@ -1,0 +1,139 @@
+//! Durable storage behind one trait. Every SQL statement tierline runs lives in an implementation
+//! of `Store`; nothing else opens the database. SQLite (one file, WAL, `synchronous = FULL`) is the
+//! embedded default. Every method is async and never blocks the caller's runtime workers: the
+//! SQLite store runs its statements on blocking threads.
+//!
+//! A write that returns `Ok` is committed: a message acknowledged to a client survives `kill -9`.
+
+mod rows;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use rows::*;
+pub use sqlite::SqliteStore;
+
+use crate::insights::anomaly::Alert;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now; the caller may retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// A stored row does not read back as its type.
+    #[error("corrupt {table} row `{id}`: {reason}")]
+    Corrupt { table: &'static str, id: String, reason: String },
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Held while one conversation's turn runs: turns of one conversation are serialised (across
+/// nodes, for a shared database); dropping it lets the next turn in.
+pub struct ConversationLock {
+    _held: Box<dyn Send + Sync>,
+}
+
+impl ConversationLock {
+    pub fn new(held: impl Send + Sync + 'static) -> Self {
+        Self { _held: Box::new(held) }
+    }
+}
+
+/// The database tierline keeps its state in.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name for logs and `/ready` (`sqlite`, `postgres`).
+    fn kind(&self) -> &'static str;
+
+    /// Whether the database answers now (for readiness probes).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Conversations and their messages.
+
+    async fn create_conversation(
+        &self,
+        id: &str,
+        customer: &serde_json::Value,
+        account: &crate::triage::AccountContext,
+    ) -> StoreResult<ConversationRow>;
+
+    async fn conversation(&self, id: &str) -> StoreResult<Option<ConversationRow>>;
+
+    /// The conversation's messages, oldest first.
+    async fn messages(&self, conversation: &str) -> StoreResult<Vec<MessageRow>>;
+
+    /// Appends `messages` and applies `change` in one transaction: both or neither survive a
+    /// crash. `false` when `change.only_if_status` did not hold (nothing written).
+    async fn record(&self, conversation: &str, messages: Vec<NewMessage>, change: Change) -> StoreResult<bool>;
+
+    /// Waits until no other turn of this conversation runs, here or on another node.
+    async fn lock_conversation(&self, conversation: &str) -> StoreResult<ConversationLock>;
+
+    /// Conversations waiting for a person in `queue`, oldest escalation first.
+    async fn waiting(&self, queue: &str, limit: usize) -> StoreResult<Vec<ConversationRow>>;
+
+    /// Ids of conversations still with the AI that started before `started_before` (ms).
+    async fn overdue(&self, started_before: i64, limit: usize) -> StoreResult<Vec<String>>;
+
+    /// Conversations created in `[from, to)` (ms), oldest first.
+    async fn conversations_created(&self, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>>;
+
+    /// Conversations created in `[from, to)` with their messages (no embeddings), oldest first.
+    async fn conversations_with_messages(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<Vec<(ConversationRow, Vec<MessageRow>)>>;
+
+    /// Conversations of identified accounts created since `since` (ms), optionally of one
+    /// account, with the negativity of each customer message.
+    async fn account_conversations(&self, since: i64, account: Option<&str>) -> StoreResult<Vec<AccountConversation>>;
+
+    /// First customer messages (tickets) of conversations, created at or after `since` (ms) and
+    /// with a message id above `after_message`, oldest first, at most `limit`.
+    async fn tickets(&self, since: i64, after_message: i64, limit: usize) -> StoreResult<Vec<StoredTicket>>;
+
+    // Labeled examples learned from resolutions.
+
+    /// Feedback examples matching `filter`, oldest first.
+    async fn feedback(&self, filter: &FeedbackFilter) -> StoreResult<Vec<FeedbackRow>>;
+
+    /// Records a review (and optionally a relabel). `false` when there is no such example.
+    async fn review_feedback(&self, id: i64, status: FeedbackStatus, label: Option<&str>) -> StoreResult<bool>;
+
+    // Anomaly alerts.
+
+    /// Stores an alert (inserted or replaced by id).
+    async fn save_alert(&self, alert: &Alert) -> StoreResult<()>;
+
+    /// Marks every stored alert inactive (the detector that raised them is gone).
+    async fn close_active_alerts(&self) -> StoreResult<usize>;
+
+    /// Stored alerts, newest first.
+    async fn alerts(&self, active_only: bool, limit: usize) -> StoreResult<Vec<Alert>>;
+
+    // API keys (only hashes are stored).
+
+    async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()>;
+
+    /// The live (not revoked) key with this hash.
+    async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyRow>>;
+
+    async fn keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
+
+    async fn live_key_count(&self) -> StoreResult<usize>;
+
+    /// `false` when there is no live key with this id.
+    async fn revoke_key(&self, id: &str) -> StoreResult<bool>;
+}
+
+/// The store the configuration names: a path opens (or creates) a SQLite file.
+pub async fn open(path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
+    let path = path.to_path_buf();
+    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+    Ok(Arc::new(store))
+}
