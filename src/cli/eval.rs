@@ -17,6 +17,12 @@ use tierline::learn::recipe::Example;
 pub enum EvalSubcommand {
     /// Knowledge-base retrieval: recall@1/@5, MRR@10, nDCG@10 for BM25, dense and hybrid.
     Retrieval(super::eval_retrieval::RetrievalArgs),
+    /// Labeled tickets through the real triage: tier and queue accuracy, confusion, per-signal
+    /// precision/recall, per style and language, every dangerous miss.
+    Triage(super::eval_triage::TriageArgs),
+    /// Labeled multi-turn scenarios through the real conversation service: does the handoff come
+    /// at the right turn?
+    Conversations(super::eval_triage::ConversationsArgs),
 }
 
 #[derive(Debug, Args)]

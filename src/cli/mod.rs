@@ -6,6 +6,7 @@ mod demo;
 mod embed;
 mod eval;
 mod eval_retrieval;
+mod eval_triage;
 mod feedback;
 mod index;
 mod keys;
@@ -132,6 +133,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Classify(args) => classify::run(config, args),
         Command::Eval(args) => match args.retrieval {
             Some(eval::EvalSubcommand::Retrieval(retrieval)) => eval_retrieval::run(config, retrieval),
+            Some(eval::EvalSubcommand::Triage(triage)) => eval_triage::triage(config, triage),
+            Some(eval::EvalSubcommand::Conversations(scenarios)) => eval_triage::conversations(config, scenarios),
             None => eval::run(config, args),
         },
         Command::Index(command) => index::run(config, command),

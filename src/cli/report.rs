@@ -34,9 +34,19 @@ pub struct CalibrateArgs {
     /// Print JSON (the same as GET /v1/calibration).
     #[arg(long)]
     pub json: bool,
+    /// Instead of stored outcomes: fit each signal's threshold to labeled tickets (JSONL,
+    /// GUIDE.md format) and print the policy lines to change.
+    #[arg(long)]
+    pub file: Option<std::path::PathBuf>,
+    /// With --file: ids left out of the fit (the held-out evaluation set).
+    #[arg(long, requires = "file")]
+    pub holdout: Option<std::path::PathBuf>,
 }
 
 pub fn calibrate(config: Config, args: CalibrateArgs) -> anyhow::Result<()> {
+    if let Some(file) = &args.file {
+        return super::eval_triage::fit_thresholds(config, file, args.holdout.as_deref(), args.json);
+    }
     let policy = Policy::load(&config.support.policy)?;
     let report = super::block_on(async {
         let store = super::open_store(&config).await?;

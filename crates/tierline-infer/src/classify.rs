@@ -63,6 +63,15 @@ impl TextClassification {
         }
     }
 
+    /// The labels `head` scored (a softmax head's top labels, a sigmoid head's every label).
+    pub fn labels(&self, head: &str) -> Vec<String> {
+        match self.heads.get(head) {
+            Some(HeadResult::Single { top, .. }) => top.iter().map(|l| l.label.clone()).collect(),
+            Some(HeadResult::Multi { scores, .. }) => scores.keys().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+
     /// The single-label head's label and its probability.
     pub fn label(&self, head: &str) -> Option<(&str, f32)> {
         match self.heads.get(head) {

@@ -89,15 +89,7 @@ fn replay(conversation: &ConversationRow, messages: &[MessageRow]) -> Option<Rep
 }
 
 fn current_threshold(policy: &Policy, kind: SignalKind) -> f32 {
-    let s = &policy.signals;
-    match kind {
-        SignalKind::NegativeSentiment => s.negative_sentiment.action.threshold,
-        SignalKind::Billing => s.billing.action.threshold,
-        SignalKind::Security => s.security.action.threshold,
-        SignalKind::Legal => s.legal.action.threshold,
-        SignalKind::Complex => s.complex.action.threshold,
-        SignalKind::HighValue => s.high_value.action.threshold,
-    }
+    policy.signals.action(kind).threshold
 }
 
 /// Reads the conversations of `window` with their messages and calibrates off the async workers.
@@ -223,7 +215,10 @@ mod tests {
                 score: billing,
                 fired: tier != Tier::Auto,
                 evidence: String::new(),
+                sentence: None,
             }],
+            language: None,
+            kind: None,
         };
         let stored = StoredDecision { decision, negativity: 0.0, sentiment: None, topic: None };
         vec![MessageRow {

@@ -36,6 +36,12 @@ pub fn handoff(decision: &Decision) -> String {
     )
 }
 
+/// A thank-you or a confirmation that the problem is solved.
+pub fn thanks() -> String {
+    "Glad that helped! I'm an AI assistant; if anything else comes up, just write here, or ask for a person at any time."
+        .to_string()
+}
+
 /// A resolved conversation the customer came back to.
 pub fn reopened(decision: &Decision) -> String {
     format!(

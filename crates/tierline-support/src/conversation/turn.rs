@@ -10,11 +10,9 @@
 //! The turn holds the conversation's lock from the first read to the commit, so turns of one
 //! conversation never interleave.
 
-use tierline_infer::classify::TextClassification;
-
 use super::{replies, Models, Reply, Support, SupportError, Ticket, TicketTriage, Turn};
 use crate::store::{AiReply, Change, ConversationRow, MessageRow, NewMessage, Role, Status, StoredDecision};
-use crate::triage::{self, signals, Decision, Policy, Reason, ReasonCode, Tier};
+use crate::triage::{self, phrases, signals, Decision, Policy, Reading, Reason, ReasonCode, Tier};
 
 /// Where a conversation is when a customer message arrives: what the turn does.
 enum TurnState {
@@ -36,12 +34,6 @@ impl TurnState {
     }
 }
 
-/// What the classifier read in the message (one encoder pass: embedding + heads).
-struct Reading {
-    classification: TextClassification,
-    embedding: Vec<f32>,
-}
-
 /// The outcome of a turn before it is stored.
 struct Planned {
     decision: Decision,
@@ -57,7 +49,7 @@ impl Support {
         let _turn = self.store.lock_conversation(id).await?;
         let (conversation, history) = self.load(id).await?;
         let policy = self.policy();
-        let reading = read(models, &text).await?;
+        let reading = Reading::of(models.classifier, None, &text, policy.first_language()).await?;
         let planned = match TurnState::of(&conversation) {
             TurnState::WithAi => self.triage_turn(models, &policy, &conversation, &history, &text, &reading).await?,
             TurnState::WithPerson => stay_with_person(&conversation, &policy),
@@ -85,7 +77,9 @@ impl Support {
         })
     }
 
-    /// The AI's turn: conversation rules, the six signals, the knowledge base, the decision.
+    /// The AI's turn: the signals, then the conversation's own rules (a thank-you resolves, a new
+    /// question starts a new attempt, a repeat or too many unresolved answers hand off), the
+    /// knowledge base, the decision.
     async fn triage_turn(
         &self,
         models: Models<'_>,
@@ -95,45 +89,48 @@ impl Support {
         text: &str,
         reading: &Reading,
     ) -> Result<Planned, SupportError> {
-        let classification = &reading.classification;
         let account = &conversation.account;
         let standing = self.account_standing(policy, account).await;
         let earlier: Vec<&MessageRow> = history.iter().filter(|m| m.role == Role::Customer).collect();
-        let conversation_text: String =
-            earlier.iter().map(|m| m.text.as_str()).chain([text]).collect::<Vec<_>>().join("\n");
+        let earlier_text: String = earlier.iter().map(|m| m.text.as_str()).collect::<Vec<_>>().join("\n");
         let earliest_negativity = earlier.first().and_then(|m| m.decision()).map(|d| d.negativity);
-        let signals = signals::score(
-            policy,
-            text,
-            classification,
-            &conversation_text,
-            earliest_negativity,
-            account,
-            standing.as_ref(),
-        );
+        let history_read = signals::History { earlier_text: &earlier_text, earliest_negativity };
+        let signals = signals::score(policy, reading, history_read, account, standing.as_ref());
+        let fired = signals.iter().any(|s| s.fired);
 
-        // Conversation rules that escalate whatever the message says.
-        let mut forced: Vec<Reason> = triage::human_request(policy, text, classification).into_iter().collect();
-        if let Some(repeat) = repeated_question(policy, &earlier, &reading.embedding) {
-            forced.push(repeat);
+        if !fired && triage::is_thanks(policy, reading) {
+            return Ok(thanked(policy, reading, signals));
         }
-        if conversation.ai_exchanges >= policy.conversation.max_ai_exchanges {
+        let mut forced: Vec<Reason> = repeated_question(policy, &earlier, &reading.embedding).into_iter().collect();
+        let answer = match models.kb {
+            Some(kb) if !fired && forced.is_empty() => {
+                let context: Vec<String> = earlier.iter().map(|m| m.text.clone()).collect();
+                Some(kb.answer_in_context(text, &context).await.map_err(SupportError::from_kb)?)
+            }
+            _ => None,
+        };
+        let follow_up = earlier.last().map(|previous| {
+            let last_answer = history.iter().rev().find_map(|m| m.ai_reply()).and_then(|r| r.citations.first());
+            FollowUp::of(policy, text, reading, previous, answer.as_ref(), last_answer)
+        });
+        if forced.is_empty() && follow_up == Some(FollowUp::SameQuestion) {
+            let article = history.iter().rev().find_map(|m| m.ai_reply()).and_then(|r| r.citations.first());
+            let title = article.map_or_else(String::new, |c| format!(" (\"{}\")", c.title));
+            forced.push(Reason::new(
+                ReasonCode::RepeatedQuestion,
+                format!("the customer asked again what the last answer{title} was meant to answer"),
+                None,
+            ));
+        }
+        let new_issue = follow_up == Some(FollowUp::NewQuestion);
+        if forced.is_empty() && !new_issue && conversation.ai_exchanges >= policy.conversation.max_ai_exchanges {
             forced.push(Reason::new(
                 ReasonCode::ExchangeLimit,
                 format!("{} AI answers did not resolve the issue", conversation.ai_exchanges),
                 Some(conversation.ai_exchanges as f32),
             ));
         }
-
-        let escalating = !forced.is_empty() || signals.iter().any(|s| s.fired);
-        let answer = match models.kb {
-            Some(kb) if !escalating => {
-                let context: Vec<String> = earlier.iter().map(|m| m.text.clone()).collect();
-                Some(kb.answer_in_context(text, &context).await.map_err(SupportError::from_kb)?)
-            }
-            _ => None,
-        };
-        let decision = triage::decide(policy, classification, signals, forced, answer.as_ref());
+        let decision = triage::decide(policy, reading, signals, forced, answer.as_ref());
         let handoff = decision.tier != Tier::Auto;
         let reply = match answer.as_ref().filter(|_| !handoff) {
             Some(answer) => {
@@ -146,6 +143,7 @@ impl Support {
             status: Some(status),
             tier: Some(decision.tier),
             queue: Some(decision.queue.clone()),
+            reset_ai_exchanges: new_issue,
             add_ai_exchange: !handoff,
             escalated: handoff.then(|| decision.reasons.first().map_or(ReasonCode::NoKbAnswer, |r| r.code)),
             ..Default::default()
@@ -161,38 +159,98 @@ impl Support {
         tickets: &[Ticket],
     ) -> Result<Vec<TicketTriage>, SupportError> {
         let policy = self.policy();
-        let texts: Vec<String> = tickets.iter().map(Ticket::text).collect();
-        let classified = models.classifier.classify_with_embeddings(texts.clone(), 20).await?;
         let mut results = Vec::with_capacity(tickets.len());
-        for ((ticket, text), (classification, _)) in tickets.iter().zip(&texts).zip(classified) {
+        for ticket in tickets {
+            let reading = Reading::of(models.classifier, ticket.subject.as_deref(), &ticket.body, policy.first_language()).await?;
             let standing = self.account_standing(&policy, &ticket.account).await;
-            let signals =
-                signals::score(&policy, text, &classification, text, None, &ticket.account, standing.as_ref());
-            let human: Vec<Reason> = triage::human_request(&policy, text, &classification).into_iter().collect();
+            let signals = signals::score(&policy, &reading, Default::default(), &ticket.account, standing.as_ref());
             let answer = match models.kb {
-                Some(kb) => Some(kb.answer_in_context(text, &[]).await.map_err(SupportError::from_kb)?),
-                None => None,
+                Some(kb) if !signals.iter().any(|s| s.fired) => {
+                    Some(kb.answer_in_context(&reading.prepared.text, &[]).await.map_err(SupportError::from_kb)?)
+                }
+                _ => None,
             };
-            let decision = triage::decide(&policy, &classification, signals, human, answer.as_ref());
+            let decision = triage::decide(&policy, &reading, signals, Vec::new(), answer.as_ref());
             let (answer, draft) = match decision.tier {
                 Tier::Auto => (answer, None),
                 Tier::Assist => (None, Some(replies::draft(&decision, answer.as_ref()))),
                 Tier::Human => (None, None),
             };
-            results.push(TicketTriage { classification, decision, answer, draft });
+            results.push(TicketTriage { classification: reading.whole, decision, answer, draft });
         }
         Ok(results)
     }
 }
 
-async fn read(models: Models<'_>, text: &str) -> Result<Reading, SupportError> {
-    let (classification, embedding) = models
-        .classifier
-        .classify_with_embeddings(vec![text.to_string()], 20)
-        .await?
-        .pop()
-        .ok_or_else(|| anyhow::anyhow!("the classifier returned no result"))?;
-    Ok(Reading { classification, embedding })
+/// A thank-you or confirmation: no handoff, and the issue counts as resolved (the next question
+/// starts a new attempt).
+fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>) -> Planned {
+    let decision = triage::decide(policy, reading, signals, Vec::new(), None);
+    let reply = Reply { text: replies::thanks(), ai_generated: true, citations: Vec::new() };
+    let change = Change {
+        status: Some(Status::Ai),
+        tier: Some(decision.tier),
+        queue: Some(decision.queue.clone()),
+        reset_ai_exchanges: true,
+        ..Default::default()
+    };
+    Planned { decision, reply: Some(reply), handoff: false, status: Status::Ai, change }
+}
+
+/// How a customer message relates to the conversation so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowUp {
+    /// A question the last answer does not cover: a fresh attempt.
+    NewQuestion,
+    /// The same question again, in other words: the AI would only repeat its last answer.
+    SameQuestion,
+    /// More about the same issue (it did not work, details): counts toward the exchange limit.
+    SameIssue,
+}
+
+impl FollowUp {
+    fn of(
+        policy: &Policy,
+        text: &str,
+        reading: &Reading,
+        previous: &MessageRow,
+        answer: Option<&crate::kb::Answer>,
+        last_answer: Option<&crate::kb::Citation>,
+    ) -> Self {
+        let unresolved =
+            !phrases::matches(&phrases::normalise(text), &policy.conversation.unresolved_phrases).is_empty();
+        if unresolved || !asks(text) {
+            return FollowUp::SameIssue;
+        }
+        // The answer this question would get is the section the AI already gave.
+        let same_section = match (answer.filter(|a| a.answered).and_then(|a| a.citations.first()), last_answer) {
+            (Some(new), Some(old)) => new.article_id == old.article_id && new.heading == old.heading,
+            _ => false,
+        };
+        if same_section {
+            return FollowUp::SameQuestion;
+        }
+        let similarity =
+            previous.embedding.as_ref().map_or(0.0, |e| tierline_infer::kernels::dot(e, &reading.embedding));
+        if similarity < policy.conversation.new_question_similarity || answer.is_some_and(|a| a.answered) {
+            FollowUp::NewQuestion
+        } else {
+            FollowUp::SameIssue
+        }
+    }
+}
+
+/// Whether a message asks something: a question mark, or an opening question word.
+fn asks(text: &str) -> bool {
+    if text.contains('?') {
+        return true;
+    }
+    let first = text.split_whitespace().next().unwrap_or("").to_lowercase();
+    const OPENERS: &[&str] = &[
+        "how", "what", "where", "when", "why", "which", "who", "can", "could", "is", "are", "do", "does", "will",
+        "would", "should", "may", "and", "also",
+    ];
+    OPENERS.contains(&first.trim_end_matches(|c: char| !c.is_alphanumeric()))
 }
 
 /// The closest earlier customer message, when it is close enough to be the same question again.
@@ -250,13 +308,15 @@ fn person_owns(conversation: &ConversationRow, policy: &Policy, reason: Reason) 
         confidence: 1.0,
         reasons: vec![reason],
         signals: Vec::new(),
+        language: None,
+        kind: None,
     }
 }
 
 /// The customer message as stored: its decision with the readings behind it, and its embedding
 /// (for repeat detection and spike detection).
 fn customer_record(text: String, decision: &Decision, reading: Reading) -> NewMessage {
-    let classification = &reading.classification;
+    let classification = &reading.whole;
     let stored = StoredDecision {
         decision: decision.clone(),
         negativity: signals::negativity(classification),

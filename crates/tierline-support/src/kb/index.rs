@@ -259,6 +259,40 @@ impl KbIndex {
         &self.passages
     }
 
+    /// The whole section a passage belongs to (every passage of its article under the same
+    /// heading, in order), cut at a paragraph to at most `max_chars`. An article's introduction
+    /// is followed by its first section, where the steps usually are.
+    pub fn section_text(&self, index: usize, max_chars: usize) -> String {
+        let passage = &self.passages[index];
+        let same = |p: &Passage| p.article_id == passage.article_id && p.heading == passage.heading;
+        let mut start = index;
+        while start > 0 && same(&self.passages[start - 1]) {
+            start -= 1;
+        }
+        let mut end = index + 1;
+        while end < self.passages.len() && same(&self.passages[end]) {
+            end += 1;
+        }
+        let mut parts: Vec<String> = self.passages[start..end].iter().map(|p| p.text.clone()).collect();
+        if let Some(heading) = &passage.heading {
+            parts.insert(0, heading.clone());
+        } else if let Some(next) = self.passages.get(end).filter(|p| p.article_id == passage.article_id) {
+            let heading = next.heading.clone();
+            let mut follow = end;
+            while follow < self.passages.len()
+                && self.passages[follow].article_id == passage.article_id
+                && self.passages[follow].heading == heading
+            {
+                if follow == end {
+                    parts.extend(heading.clone());
+                }
+                parts.push(self.passages[follow].text.clone());
+                follow += 1;
+            }
+        }
+        cut_at_paragraph(&parts.join("\n\n"), max_chars)
+    }
+
     pub fn passage(&self, index: usize) -> &Passage {
         &self.passages[index]
     }
@@ -404,4 +438,15 @@ impl KbIndex {
             Err(_) => self.passages[passage].text.chars().take(240).collect(),
         }
     }
+}
+
+/// `text` cut at the last paragraph (else sentence) break within `max_chars`, marked when cut.
+fn cut_at_paragraph(text: &str, max_chars: usize) -> String {
+    if text.chars().count() <= max_chars {
+        return text.to_string();
+    }
+    let limit = text.char_indices().nth(max_chars).map_or(text.len(), |(i, _)| i);
+    let head = &text[..limit];
+    let cut = head.rfind("\n\n").or_else(|| head.rfind("\n")).or_else(|| head.rfind(". ").map(|i| i + 1)).unwrap_or(limit);
+    format!("{}\n\n(...)", head[..cut].trim_end())
 }

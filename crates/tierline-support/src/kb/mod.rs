@@ -23,6 +23,8 @@ use tierline_infer::{Engine, EngineError};
 /// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
 const CONFIDENCE_MIDPOINT: f32 = 0.45;
 const CONFIDENCE_SLOPE: f32 = 12.0;
+/// Longest answer text: the matching section is cut at a paragraph beyond this.
+const ANSWER_MAX_CHARS: usize = 1200;
 /// Edits made through the API or the CLI, beside the index generations.
 const EDITS_FILE: &str = "edits.json";
 
@@ -292,7 +294,7 @@ pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32
         },
         None => Answer {
             answered: true,
-            answer: Some(index.passage(top.passage).text.clone()),
+            answer: Some(index.section_text(top.passage, ANSWER_MAX_CHARS)),
             reason: None,
             confidence,
             citations,

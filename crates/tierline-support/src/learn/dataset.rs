@@ -10,9 +10,22 @@ pub struct LabeledText {
     pub text: String,
     /// One label for single-label data; zero or more for multi-label data.
     pub labels: Vec<String>,
+    /// The row's `id` field, when it has one (JSONL only).
+    pub id: Option<String>,
 }
 
 pub fn load(path: &Path, text_field: &str, label_field: &str) -> anyhow::Result<Vec<LabeledText>> {
+    load_with_subject(path, text_field, label_field, None)
+}
+
+/// As `load`; with `subject_field`, a row's subject (when present) is put before its text on a
+/// line of its own, the way an e-mail ticket is read.
+pub fn load_with_subject(
+    path: &Path,
+    text_field: &str,
+    label_field: &str,
+    subject_field: Option<&str>,
+) -> anyhow::Result<Vec<LabeledText>> {
     if !path.exists() {
         bail!(
             "data file {} does not exist (the shared training data lives in ../shared/data; pass --data DIR)",
@@ -21,11 +34,16 @@ pub fn load(path: &Path, text_field: &str, label_field: &str) -> anyhow::Result<
     }
     match path.extension().and_then(|e| e.to_str()) {
         Some("csv") => load_csv(path, text_field, label_field),
-        _ => load_jsonl(path, text_field, label_field),
+        _ => load_jsonl(path, text_field, label_field, subject_field),
     }
 }
 
-fn load_jsonl(path: &Path, text_field: &str, label_field: &str) -> anyhow::Result<Vec<LabeledText>> {
+fn load_jsonl(
+    path: &Path,
+    text_field: &str,
+    label_field: &str,
+    subject_field: Option<&str>,
+) -> anyhow::Result<Vec<LabeledText>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rows = Vec::new();
     for (number, line) in text.lines().enumerate() {
@@ -46,7 +64,13 @@ fn load_jsonl(path: &Path, text_field: &str, label_field: &str) -> anyhow::Resul
             Some(serde_json::Value::Number(n)) => vec![n.to_string()],
             _ => bail!("{}:{}: no label field `{label_field}`", path.display(), number + 1),
         };
-        rows.push(LabeledText { text: text.to_string(), labels });
+        let subject = subject_field.and_then(|field| value.get(field)).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty());
+        let text = match subject {
+            Some(subject) => format!("{subject}\n{text}"),
+            None => text.to_string(),
+        };
+        let id = value.get("id").and_then(|v| v.as_str()).map(String::from);
+        rows.push(LabeledText { text, labels, id });
     }
     Ok(rows)
 }
@@ -75,7 +99,7 @@ fn load_csv(path: &Path, text_field: &str, label_field: &str) -> anyhow::Result<
             .filter(|l| !l.is_empty())
             .map(str::to_string)
             .collect();
-        rows.push(LabeledText { text: record.get(text_col).unwrap_or("").to_string(), labels });
+        rows.push(LabeledText { text: record.get(text_col).unwrap_or("").to_string(), labels, id: None });
     }
     Ok(rows)
 }
@@ -123,7 +147,7 @@ mod tests {
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, "body,label\n\"hello, world\",x|y\nbye,\n").unwrap();
         let rows = load(&csv, "body", "label").unwrap();
-        assert_eq!(rows[0], LabeledText { text: "hello, world".into(), labels: vec!["x".into(), "y".into()] });
+        assert_eq!(rows[0], LabeledText { text: "hello, world".into(), labels: vec!["x".into(), "y".into()], id: None });
         assert!(rows[1].labels.is_empty());
         let err = load(&csv, "text", "label").unwrap_err().to_string();
         assert!(err.contains("no column `text`"), "{err}");

@@ -9,3 +9,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod recipe;
 pub mod train;
+pub mod triage_eval;

@@ -66,6 +66,8 @@ impl RecipeSource {
             keep_only_mapped: false,
             sample: None,
             train_only: false,
+            subject: None,
+            exclude_ids: None,
         };
         let recipe = Recipe {
             name: name.to_string(),

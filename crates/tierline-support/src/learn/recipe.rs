@@ -106,6 +106,13 @@ pub struct Source {
     /// exactly as they would without it, so held-out figures stay comparable.
     #[serde(default)]
     pub train_only: bool,
+    /// A field put before the text on its own line when present (an e-mail's subject).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// A file (relative to the recipe) of row ids, one per line (`#` comments), left out: a
+    /// held-out evaluation set that training must never see.
+    #[serde(default)]
+    pub exclude_ids: Option<PathBuf>,
 }
 
 /// One head label, or several for one source label.
@@ -154,11 +161,15 @@ impl Recipe {
     /// Loads a source's rows with labels mapped onto this head's labels.
     pub fn examples(&self, source: &Source, recipe_dir: &Path, data_dir: &Path) -> anyhow::Result<Vec<Example>> {
         let path = if source.local { recipe_dir.join(&source.file) } else { data_dir.join(&source.file) };
-        let rows = dataset::load(&path, &source.text, &source.label)?;
+        let mut rows = dataset::load_with_subject(&path, &source.text, &source.label, source.subject.as_deref())?;
+        if let Some(file) = &source.exclude_ids {
+            let excluded = read_ids(&recipe_dir.join(file))?;
+            rows.retain(|row| row.id.as_ref().is_none_or(|id| !excluded.contains(id)));
+        }
         let map = self.source_map(source, recipe_dir)?;
         let index: BTreeMap<&str, usize> = self.labels.iter().enumerate().map(|(i, l)| (l.as_str(), i)).collect();
         let mut examples = Vec::with_capacity(rows.len());
-        for LabeledText { text, labels } in rows {
+        for LabeledText { text, labels, .. } in rows {
             let mut mapped = Vec::new();
             let mut skip = false;
             for label in &labels {
@@ -215,6 +226,12 @@ impl Recipe {
         }
         Ok(map)
     }
+}
+
+/// Ids listed one per line in `path`; blank lines and `#` comments are ignored.
+pub fn read_ids(path: &Path) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read id list {}", path.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }
 
 /// Train / dev / test split, per source so every source is represented in each part.

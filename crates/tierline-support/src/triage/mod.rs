@@ -1,17 +1,22 @@
-//! Triage: one message's classification, the escalation signals and the knowledge base's answer
-//! -> a decision (tier, queue, confidence) with its reasons in plain words. Pure functions over a
-//! `Policy`; the conversation service and `POST /v1/classify` call them.
+//! Triage: what the models read in a message (`reading`: the customer's own words, segments of a
+//! long e-mail, the language), the signals that call for a person (`signals`), and the knowledge
+//! base's answer -> a decision (tier, queue, confidence) with its reasons in plain words. Pure
+//! functions over a `Policy` (`policy`, the TOML file) but for the one encoder pass of `Reading`.
 
+pub mod language;
+pub mod phrases;
 pub mod policy;
+pub mod reading;
+pub mod segments;
 pub mod signals;
 
 use serde::{Deserialize, Serialize};
 
-pub use policy::{Policy, SignalKind, Tier};
+pub use policy::{Policy, QueueChoice, SignalKind, Tier};
+pub use reading::Reading;
 pub use signals::{AccountContext, Signal};
 
 use crate::kb::Answer;
-use tierline_infer::classify::TextClassification;
 
 /// Why a decision was made, as a stable code for tooling (`reasons[].code`, the conversation's
 /// `escalation_reason`).
@@ -47,10 +52,18 @@ pub enum ReasonCode {
     NoKb,
     /// Probably not a support request at all.
     OutOfScope,
+    Complaint,
+    Cancellation,
+    /// Written in a language the help center does not serve.
+    Language,
+    /// The customer thanked or confirmed the problem is solved.
+    CustomerConfirmed,
+    /// The request needs a person's look (account-specific, a bug, a feature request...).
+    NeedsReview,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 17] = [
+    pub const ALL: [ReasonCode; 22] = [
         ReasonCode::NegativeSentiment,
         ReasonCode::Billing,
         ReasonCode::Security,
@@ -68,6 +81,11 @@ impl ReasonCode {
         ReasonCode::NoKbAnswer,
         ReasonCode::NoKb,
         ReasonCode::OutOfScope,
+        ReasonCode::Complaint,
+        ReasonCode::Cancellation,
+        ReasonCode::Language,
+        ReasonCode::CustomerConfirmed,
+        ReasonCode::NeedsReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -89,6 +107,11 @@ impl ReasonCode {
             ReasonCode::NoKbAnswer => "no_kb_answer",
             ReasonCode::NoKb => "no_kb",
             ReasonCode::OutOfScope => "out_of_scope",
+            ReasonCode::Complaint => "complaint",
+            ReasonCode::Cancellation => "cancellation",
+            ReasonCode::Language => "language",
+            ReasonCode::CustomerConfirmed => "customer_confirmed",
+            ReasonCode::NeedsReview => "needs_review",
         }
     }
 
@@ -111,6 +134,9 @@ impl From<SignalKind> for ReasonCode {
             SignalKind::Legal => ReasonCode::Legal,
             SignalKind::Complex => ReasonCode::Complex,
             SignalKind::HighValue => ReasonCode::HighValue,
+            SignalKind::HumanRequest => ReasonCode::HumanRequested,
+            SignalKind::Complaint => ReasonCode::Complaint,
+            SignalKind::Cancellation => ReasonCode::Cancellation,
         }
     }
 }
@@ -149,82 +175,79 @@ pub struct Decision {
     pub confidence: f32,
     pub reasons: Vec<Reason>,
     pub signals: Vec<Signal>,
+    /// The message's language (ISO 639-1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// What the message asks for apart from any signal (the `kind` head): `how_to`,
+    /// `account_specific`...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
-/// The phrases or topic score that show the customer asked for a person, if they did.
-pub fn human_request(policy: &Policy, message: &str, classification: &TextClassification) -> Option<Reason> {
-    let text = signals::normalise(message);
-    let phrases = signals::matches(&text, &policy.human_request.phrases);
-    let topic = classification.probability("topic", "human_request");
-    if let Some(phrase) = phrases.first() {
-        return Some(Reason::new(
-            ReasonCode::HumanRequested,
-            format!("the customer asked for a person (\"{phrase}\")"),
-            Some(1.0),
-        ));
+/// The head that names a request's kind, and the one that names its queue.
+pub const KIND_HEAD: &str = "kind";
+pub const QUEUE_HEAD: &str = "queue";
+/// The kind of a message that only thanks or confirms.
+pub const THANKS_KIND: &str = "thanks";
+/// The kind that marks a ticket that is a signal and nothing else: when no signal fired, it says
+/// nothing about what is asked, so the kind is read among the others.
+pub const INCIDENT_KIND: &str = "incident";
+
+/// What the message asks for apart from any signal.
+pub fn request_kind(reading: &Reading) -> Option<(String, f32)> {
+    reading.label_among(KIND_HEAD, |label| label != INCIDENT_KIND)
+}
+
+/// The queue of the issue itself: the `queue` head when served, else the topic's queue.
+pub fn issue_queue(policy: &Policy, reading: &Reading) -> String {
+    if let Some((queue, _)) = reading.label(QUEUE_HEAD).filter(|(q, _)| policy.queues.contains(q)) {
+        return queue;
     }
-    (topic >= policy.human_request.topic_threshold).then(|| {
-        Reason::new(
-            ReasonCode::HumanRequested,
-            format!("the customer asked for a person (topic human_request {topic:.2})"),
-            Some(topic),
-        )
-    })
-}
-
-/// The queue for a topic label when no signal names one.
-pub fn topic_queue(policy: &Policy, classification: &TextClassification) -> String {
-    classification
+    reading
+        .whole
         .label("topic")
         .and_then(|(topic, _)| policy.topic_queues.get(topic).cloned())
         .unwrap_or_else(|| policy.default_queue.clone())
 }
 
-/// The tier and queue a fired signal asks for.
-fn action<'a>(policy: &'a Policy, signal: &Signal) -> (Tier, &'a str) {
-    let s = &policy.signals;
-    let action = match signal.kind {
-        SignalKind::NegativeSentiment => {
-            if signal.score >= s.negative_sentiment.human_at {
-                return (Tier::Human, &s.negative_sentiment.action.queue);
-            }
-            &s.negative_sentiment.action
-        }
-        SignalKind::Billing => &s.billing.action,
-        SignalKind::Security => &s.security.action,
-        SignalKind::Legal => &s.legal.action,
-        SignalKind::Complex => &s.complex.action,
-        SignalKind::HighValue => &s.high_value.action,
-    };
-    (action.tier, &action.queue)
+/// Whether a message only thanks or confirms (and asks nothing new).
+pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
+    let Some((kind, score)) = request_kind(reading) else { return false };
+    kind == THANKS_KIND && score >= policy.conversation.thanks_threshold && !reading.prepared.text.contains('?')
 }
 
 /// Decides for one customer message. `escalations` are reasons that send it to a person
-/// whatever else holds (the customer asked for one, repeated the question, reached the exchange
-/// limit); `answer` is the knowledge base's answer (None when it was not consulted).
+/// whatever else holds (a repeated question, the exchange limit); `answer` is the knowledge
+/// base's answer (None when it was not consulted).
 pub fn decide(
     policy: &Policy,
-    classification: &TextClassification,
+    reading: &Reading,
     signals: Vec<Signal>,
     escalations: Vec<Reason>,
     answer: Option<&Answer>,
 ) -> Decision {
+    let issue = issue_queue(policy, reading);
+    let kind = request_kind(reading);
     let mut reasons = Vec::new();
     let mut tier = Tier::Auto;
     let mut queue: Option<String> = None;
     let mut confidence: f32 = 0.0;
     // Signals in priority order (security first): the first fired one names the queue.
-    for kind in SignalKind::ALL {
-        let Some(signal) = signals.iter().find(|s| s.kind == kind && s.fired) else { continue };
-        let (signal_tier, signal_queue) = action(policy, signal);
-        if queue.is_none() || signal_tier > tier {
-            queue = Some(signal_queue.to_string());
+    for signal_kind in SignalKind::ALL {
+        let Some(signal) = signals.iter().find(|s| s.kind == signal_kind && s.fired) else { continue };
+        let action = policy.signals.action(signal_kind);
+        let signal_queue = match &action.queue {
+            QueueChoice::Named(named) => named.clone(),
+            QueueChoice::OfIssue => issue.clone(),
+        };
+        if queue.is_none() || action.tier > tier {
+            queue = Some(signal_queue);
         }
-        tier = tier.max(signal_tier);
+        tier = tier.max(action.tier);
         confidence = confidence.max(signal.score);
         reasons.push(Reason::new(
-            kind.into(),
-            format!("{} signal ({}) -> {}", kind.as_str().replace('_', " "), signal.evidence, signal_tier.as_str()),
+            signal_kind.into(),
+            format!("{} ({}) -> {}", signal_kind.describe(), signal.evidence, action.tier.as_str()),
             Some(signal.score),
         ));
     }
@@ -233,40 +256,87 @@ pub fn decide(
         confidence = confidence.max(0.9);
         reasons.splice(0..0, escalations);
     }
+    if !policy.serves(&reading.language) {
+        if tier < Tier::Assist {
+            tier = Tier::Assist;
+            confidence = confidence.max(0.9);
+        }
+        if queue.is_none() {
+            queue = policy.language_queues.get(&reading.language).cloned();
+        }
+        reasons.push(Reason::new(
+            ReasonCode::Language,
+            format!(
+                "written in `{}`; the help center serves {}: a person reviews the reply",
+                reading.language,
+                policy.languages.join(", ")
+            ),
+            None,
+        ));
+    }
     if tier == Tier::Auto {
-        match answer {
-            Some(answer) if answer.answered && answer.confidence >= policy.conversation.min_answer_confidence => {
-                let article = answer.citations.first().map_or("?", |c| c.article_id.as_str());
-                reasons.push(Reason::new(
-                    ReasonCode::KbAnswer,
-                    format!("the knowledge base answers this (article {article}, confidence {:.2})", answer.confidence),
-                    Some(answer.confidence),
-                ));
-                confidence = answer.confidence;
-            }
-            Some(answer) => {
-                tier = Tier::Assist;
-                let why = answer.reason.as_deref().unwrap_or("low_confidence").replace('_', " ");
-                reasons.push(Reason::new(
-                    ReasonCode::NoKbAnswer,
-                    format!("no confident knowledge-base answer ({why}, confidence {:.2})", answer.confidence),
-                    Some(answer.confidence),
-                ));
-                confidence = 1.0 - answer.confidence;
-                if let Some(other) = classification.out_of_scope.filter(|p| *p >= 0.5) {
-                    reasons.push(Reason::new(
-                        ReasonCode::OutOfScope,
-                        format!("probably not a support request (P(other) {other:.2})"),
-                        Some(other),
-                    ));
-                }
-            }
-            None => {
-                tier = Tier::Assist;
-                reasons.push(Reason::new(ReasonCode::NoKb, "no knowledge base is configured", None));
-            }
+        let (tier_now, reason, score) = self_service(policy, reading, kind.as_ref(), answer);
+        tier = tier_now;
+        confidence = score;
+        reasons.extend(reason);
+    }
+    Decision {
+        tier,
+        queue: queue.unwrap_or(issue),
+        confidence,
+        reasons,
+        signals,
+        language: Some(reading.language.clone()),
+        kind: kind.map(|(label, _)| label),
+    }
+}
+
+/// No signal: the AI answers alone only a self-service question the knowledge base answers
+/// confidently (or a thank-you); everything else gets a person's review.
+fn self_service(
+    policy: &Policy,
+    reading: &Reading,
+    kind: Option<&(String, f32)>,
+    answer: Option<&Answer>,
+) -> (Tier, Vec<Reason>, f32) {
+    if let Some((label, score)) = kind.filter(|(label, _)| label == THANKS_KIND).filter(|_| is_thanks(policy, reading)) {
+        let reason = Reason::new(ReasonCode::CustomerConfirmed, format!("the customer thanked or confirmed ({label} {score:.2})"), Some(*score));
+        return (Tier::Auto, vec![reason], *score);
+    }
+    if let Some((label, score)) = kind {
+        let self_serve = policy.self_service_kinds.contains(label);
+        if !self_serve || *score < policy.min_kind_confidence {
+            let why = if self_serve { format!("unsure what is asked ({label} {score:.2})") } else { format!("{} ({score:.2})", label.replace('_', " ")) };
+            let reason = Reason::new(ReasonCode::NeedsReview, format!("a person reviews the draft: {why}"), Some(*score));
+            return (Tier::Assist, vec![reason], *score);
         }
     }
-    let queue = queue.unwrap_or_else(|| topic_queue(policy, classification));
-    Decision { tier, queue, confidence, reasons, signals }
+    match answer {
+        Some(answer) if answer.answered && answer.confidence >= policy.conversation.min_answer_confidence => {
+            let article = answer.citations.first().map_or("?", |c| c.article_id.as_str());
+            let reason = Reason::new(
+                ReasonCode::KbAnswer,
+                format!("the knowledge base answers this (article {article}, confidence {:.2})", answer.confidence),
+                Some(answer.confidence),
+            );
+            (Tier::Auto, vec![reason], answer.confidence)
+        }
+        Some(answer) => {
+            let why = answer.reason.as_deref().unwrap_or("low_confidence").replace('_', " ");
+            let mut reasons = vec![Reason::new(
+                ReasonCode::NoKbAnswer,
+                format!("no confident knowledge-base answer ({why}, confidence {:.2})", answer.confidence),
+                Some(answer.confidence),
+            )];
+            if let Some(other) = reading.whole.out_of_scope.filter(|p| *p >= 0.5) {
+                reasons.push(Reason::new(
+                    ReasonCode::OutOfScope,
+                    format!("probably not a support request (P(other) {other:.2})"),
+                    Some(other),
+                ));
+            }
+            (Tier::Assist, reasons, 1.0 - answer.confidence)
+        }
+        None => (Tier::Assist, vec![Reason::new(ReasonCode::NoKb, "no knowledge base is configured", None)], 0.0),
+    }
 }

@@ -1,11 +1,17 @@
-//! The six escalation signals, each a score with the evidence behind it, from one message's
-//! classification, the conversation so far and the account context.
+//! The signals that call for a person, each a score with the evidence behind it: the `signals`
+//! head's reading of the message (its strongest segment for a long one), raised by a phrase said
+//! and not negated; systems named across the conversation; the account's context.
 
 use serde::{Deserialize, Serialize};
-
-use super::policy::{Policy, SignalKind, TopicSignalRule};
-use super::AccountStanding;
 use tierline_infer::classify::TextClassification;
+
+use super::phrases::{affirmed, matches, normalise};
+use super::policy::{Policy, SignalKind, TextRule, ALONE_MAX_WORDS};
+use super::reading::Reading;
+use super::AccountStanding;
+
+/// The head whose labels are the signals read from the text.
+pub const SIGNALS_HEAD: &str = "signals";
 
 /// Account context a caller may send with a ticket or conversation.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -29,157 +35,127 @@ pub struct Signal {
     pub fired: bool,
     /// The evidence, in plain words.
     pub evidence: String,
+    /// The sentence or segment that scored highest, when the text did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentence: Option<String>,
 }
 
-/// Lower-cased words separated by single spaces, padded: `" charged twice "` matches whole words.
-pub fn normalise(text: &str) -> String {
-    let mut out = String::from(" ");
-    for c in text.chars().flat_map(char::to_lowercase) {
-        // Typographic apostrophes (phones type them) count as plain ones: "didn’t" = "didn't".
-        let c = if matches!(c, '’' | '‘' | 'ʼ') { '\'' } else { c };
-        if c.is_alphanumeric() || c == '\'' {
-            out.push(c);
-        } else if !out.ends_with(' ') {
-            out.push(' ');
-        }
-    }
-    if !out.ends_with(' ') {
-        out.push(' ');
-    }
-    out
-}
-
-/// The phrases of `phrases` found in `normalised` text, whole words only.
-pub fn matches<'a>(normalised: &str, phrases: &'a [String]) -> Vec<&'a str> {
-    phrases.iter().filter(|p| normalised.contains(&format!(" {} ", p.to_lowercase()))).map(String::as_str).collect()
-}
-
-/// P(negative) or the frustration score, whichever is larger.
+/// P(negative) or the frustration score, whichever is larger (stored with each message for
+/// account health).
 pub fn negativity(classification: &TextClassification) -> f32 {
     classification.probability("sentiment", "negative").max(classification.probability("frustration", "frustrated"))
 }
 
-/// Scores every signal for the newest customer message. `conversation_text` is every customer
-/// message so far (for multi-system issues spread over turns); `earliest_negativity` is the
-/// first message's, to notice a shift.
+/// What the conversation adds to one message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct History<'a> {
+    /// Every earlier customer message, joined (systems named across turns).
+    pub earlier_text: &'a str,
+    /// The first message's negativity, to notice a shift.
+    pub earliest_negativity: Option<f32>,
+}
+
+/// Scores every signal for the newest customer message.
 pub fn score(
     policy: &Policy,
-    message: &str,
-    classification: &TextClassification,
-    conversation_text: &str,
-    earliest_negativity: Option<f32>,
+    reading: &Reading,
+    history: History<'_>,
     account: &AccountContext,
     standing: Option<&AccountStanding>,
 ) -> Vec<Signal> {
-    let text = normalise(message);
-    let negative = negativity(classification);
-    let rules = &policy.signals;
-    let mut signals = Vec::with_capacity(6);
-
-    let sentiment = &rules.negative_sentiment;
-    let mut evidence = format!(
-        "sentiment negative {:.2}, frustration {:.2}",
-        classification.probability("sentiment", "negative"),
-        classification.probability("frustration", "frustrated")
-    );
-    if let Some(first) = earliest_negativity {
-        if first < sentiment.shift_threshold && negative >= sentiment.shift_threshold {
-            evidence.push_str(&format!("; shifted from {first:.2} at the start of the conversation"));
+    let text = normalise(&reading.prepared.text);
+    let mut signals: Vec<Signal> = SignalKind::FROM_TEXT
+        .iter()
+        .filter_map(|&kind| Some(text_signal(policy, kind, policy.signals.text_rule(kind)?, reading, &text)))
+        .collect();
+    if let Some(complex) = signals.iter_mut().find(|s| s.kind == SignalKind::Complex) {
+        add_systems(policy, complex, &format!("{}\n{}", history.earlier_text, reading.prepared.text));
+    }
+    if let (Some(sentiment), Some(first)) =
+        (signals.iter_mut().find(|s| s.kind == SignalKind::NegativeSentiment), history.earliest_negativity)
+    {
+        let now = negativity(&reading.whole);
+        if sentiment.fired && first < 0.5 && now >= 0.5 {
+            sentiment.evidence.push_str(&format!("; turned negative (from {first:.2} at the start)"));
         }
     }
-    signals.push(Signal {
-        kind: SignalKind::NegativeSentiment,
-        score: negative,
-        fired: negative >= sentiment.action.threshold,
-        evidence,
-    });
+    signals.push(high_value(policy, account, standing));
+    signals
+}
 
-    for (kind, rule) in [
-        (SignalKind::Billing, &rules.billing),
-        (SignalKind::Security, &rules.security),
-        (SignalKind::Legal, &rules.legal),
-    ] {
-        signals.push(topic_signal(kind, rule, &text, classification, negative));
+fn text_signal(policy: &Policy, kind: SignalKind, rule: TextRule<'_>, reading: &Reading, text: &str) -> Signal {
+    let model = reading.strongest(SIGNALS_HEAD, kind.as_str());
+    let mut said = affirmed(text, rule.phrases, &policy.negation.words, policy.negation.window);
+    if text.split_whitespace().count() <= ALONE_MAX_WORDS {
+        said.extend(matches(text, rule.alone));
     }
+    let phrase = if said.is_empty() { 0.0 } else { rule.phrase_score };
+    let score = model.score.max(phrase);
+    let mut evidence = Vec::new();
+    let quoted = quote(model.text, 140);
+    if model.score >= 0.05 {
+        let place = if model.in_segment { format!(" in \"{quoted}\"") } else { String::new() };
+        evidence.push(format!("read {:.2}{place}", model.score));
+    }
+    if !said.is_empty() {
+        evidence.push(format!("said \"{}\"", said.join("\", \"")));
+    }
+    let evidence = if evidence.is_empty() { "nothing in the message".to_string() } else { evidence.join("; ") };
+    let sentence = (model.score >= rule.action.threshold).then(|| quoted.clone());
+    Signal { kind, score, fired: score >= rule.action.threshold, evidence, sentence }
+}
 
-    let all_text = normalise(conversation_text);
-    let found = matches(&all_text, &rules.complex.systems);
+/// Systems named across the conversation raise the complex signal on their own at
+/// `systems_for_full_score` distinct names.
+fn add_systems(policy: &Policy, signal: &mut Signal, conversation_text: &str) {
+    let rule = &policy.signals.complex;
+    let found = matches(&normalise(conversation_text), &rule.systems);
     // "azure" inside "azure ad", "api" inside "rest api": count the longer name once.
     let systems: Vec<&str> = found.iter().copied().filter(|s| !found.iter().any(|o| o != s && o.contains(s))).collect();
-    let score = (systems.len() as f32 / rules.complex.systems_for_full_score as f32).min(1.0);
-    signals.push(Signal {
-        kind: SignalKind::Complex,
-        score,
-        fired: score >= rules.complex.action.threshold,
-        evidence: if systems.is_empty() {
-            "no systems named".into()
-        } else {
-            format!("{} systems named: {}", systems.len(), systems.join(", "))
-        },
-    });
+    if systems.is_empty() {
+        return;
+    }
+    signal.evidence.push_str(&format!("; {} systems named: {}", systems.len(), systems.join(", ")));
+    if systems.len() >= rule.systems_for_full_score {
+        signal.score = signal.score.max(rule.phrase_score);
+        signal.fired = signal.score >= rule.action.threshold;
+    }
+}
 
-    let rules_accounts = &policy.accounts;
+fn high_value(policy: &Policy, account: &AccountContext, standing: Option<&AccountStanding>) -> Signal {
+    let rules = &policy.accounts;
     let mut reasons = Vec::new();
-    if let Some(plan) =
-        account.plan.as_deref().filter(|p| rules_accounts.high_value_plans.iter().any(|h| h.eq_ignore_ascii_case(p)))
-    {
+    if let Some(plan) = account.plan.as_deref().filter(|p| rules.high_value_plans.iter().any(|h| h.eq_ignore_ascii_case(p))) {
         reasons.push(format!("{plan} plan"));
     }
     if account.vip {
         reasons.push("VIP account".into());
     }
-    if account.churn_risk && rules_accounts.churn_risk_is_high_value {
+    if account.churn_risk && rules.churn_risk_is_high_value {
         reasons.push("flagged as a churn risk".into());
     }
-    if let Some(value) = account.contract_value.filter(|v| *v >= rules_accounts.contract_value_at_least) {
+    if let Some(value) = account.contract_value.filter(|v| *v >= rules.contract_value_at_least) {
         reasons.push(format!("contract value {value:.0}"));
     }
-    if let Some(standing) = standing.filter(|s| s.at_risk && rules_accounts.at_risk_is_high_value) {
+    if let Some(standing) = standing.filter(|s| s.at_risk && rules.at_risk_is_high_value) {
         let why = standing.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
         reasons.push(format!("account at risk (health {:.0}/100{why})", standing.score));
     }
     let score = if reasons.is_empty() { 0.0 } else { 1.0 };
-    signals.push(Signal {
+    Signal {
         kind: SignalKind::HighValue,
         score,
-        fired: score >= rules.high_value.action.threshold,
+        fired: score >= policy.signals.high_value.threshold,
         evidence: if reasons.is_empty() { "no high-stakes account markers".into() } else { reasons.join(", ") },
-    });
-    signals
+        sentence: None,
+    }
 }
 
-fn topic_signal(
-    kind: SignalKind,
-    rule: &TopicSignalRule,
-    text: &str,
-    classification: &TextClassification,
-    negative: f32,
-) -> Signal {
-    let topic: f32 = rule.topics.iter().map(|t| classification.probability("topic", t)).sum::<f32>().min(1.0);
-    let model = if rule.weigh_by_negativity { topic * negative } else { topic };
-    let phrases = matches(text, &rule.keywords);
-    let keyword = if phrases.is_empty() { 0.0 } else { rule.keyword_score };
-    let score = model.max(keyword);
-    let mut evidence = format!("topic {} {:.2}", rule.topics.join("+"), topic);
-    if rule.weigh_by_negativity {
-        evidence.push_str(&format!(" x negativity {negative:.2}"));
+/// `text` on one line, at most `max` characters.
+fn quote(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.chars().count() <= max {
+        return line;
     }
-    if !phrases.is_empty() {
-        evidence.push_str(&format!("; said \"{}\"", phrases.join("\", \"")));
-    }
-    Signal { kind, score, fired: score >= rule.action.threshold, evidence }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phrases_match_whole_words_only() {
-        assert_eq!(normalise("It wasn’t me"), " it wasn't me ");
-        let text = normalise("I was CHARGED twice!! Not me; the apiary isn't an API.");
-        assert_eq!(text, " i was charged twice not me the apiary isn't an api ");
-        let phrases: Vec<String> = ["charged twice", "not me", "api", "pi", "me the"].map(String::from).to_vec();
-        assert_eq!(matches(&text, &phrases), ["charged twice", "not me", "api", "me the"]);
-    }
+    line.chars().take(max.saturating_sub(3)).collect::<String>() + "..."
 }
