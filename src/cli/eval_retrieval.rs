@@ -49,12 +49,19 @@ pub fn run(config: Config, args: RetrievalArgs) -> anyhow::Result<()> {
         .map(|(mode, weight)| eval::evaluate(&index, &queries, &embeddings, mode, &filter, weight))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let thresholds: Vec<f32> = (2..=9).map(|t| t as f32 / 10.0).collect();
-    let tradeoff = eval::threshold_tradeoff(&index, &queries, &embeddings, &thresholds)?;
+    let model = match config.kb.answerability.as_os_str().is_empty() {
+        true => None,
+        false => Some(tierline::kb::Answerability::load(&config.kb.answerability)?),
+    };
+    let tradeoff = eval::threshold_tradeoff(&index, &queries, &embeddings, &thresholds, model.as_ref())?;
+    let before = eval::threshold_tradeoff(&index, &queries, &embeddings, &thresholds, None)?;
     engine.shutdown();
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "retrieval": reports, "answer_threshold": tradeoff }))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "retrieval": reports, "answer_threshold": tradeoff, "without_answerability": before })
+            )?
         );
         return Ok(());
     }
@@ -72,14 +79,18 @@ pub fn run(config: Config, args: RetrievalArgs) -> anyhow::Result<()> {
         };
         println!("{name:<14} {:>9.4} {:>9.4} {:>9.4} {:>9.4}", r.recall_at_1, r.recall_at_5, r.mrr_at_10, r.ndcg_at_10);
     }
-    println!("\nanswer threshold (hybrid): answered rate / wrong among answered / right answers of answerable");
-    for row in &tradeoff {
+    let name = if model.is_some() { "answerability model" } else { "cosine curve (no answerability model)" };
+    println!("\nanswer threshold (hybrid), {name} | without the model:");
+    println!("  answered rate / wrong among answered / right answers of answerable");
+    for (row, old) in tradeoff.iter().zip(&before) {
         println!(
-            "  >= {:.1}: {:>6.1}% answered  {:>6.1}% wrong  {:>6.1}% right",
+            "  >= {:.1}: {:>6.1}% answered  {:>6.1}% wrong  {:>6.1}% right | {:>6.1}% answered  {:>6.1}% wrong",
             row.threshold,
             row.answered_rate * 100.0,
             row.wrong_answer_rate * 100.0,
-            row.correct_answer_rate * 100.0
+            row.correct_answer_rate * 100.0,
+            old.answered_rate * 100.0,
+            old.wrong_answer_rate * 100.0
         );
     }
     Ok(())

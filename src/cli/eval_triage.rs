@@ -13,7 +13,9 @@ use tierline::inference::EngineMetrics;
 use tierline::insights::alerts::Alerting;
 use tierline::kb::KnowledgeBase;
 use tierline::learn::recipe::read_ids;
-use tierline::learn::triage_eval::{self, ConversationOutcome, LabeledConversation, LabeledTicket, TicketOutcome, TriageFigures};
+use tierline::learn::triage_eval::{
+    self, ConversationOutcome, LabeledConversation, LabeledTicket, TicketOutcome, TriageFigures,
+};
 
 #[derive(Debug, Args)]
 pub struct TriageArgs {
@@ -76,13 +78,12 @@ impl Service {
         let kb_config = config.kb.clone();
         let index_root = dir.join("kb");
         let (classifier, kb) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let classifier = tierline::classify::start(&settings, EngineMetrics::register(&prometheus::Registry::new())?, true)?;
-            let kb = if kb_config.source.as_os_str().is_empty() {
-                None
-            } else {
-                let engine = classifier.engine().clone();
-                Some(Arc::new(KnowledgeBase::build(engine, &index_root, &kb_config.source, kb_config.min_confidence)?.0))
-            };
+            let classifier =
+                tierline::classify::start(&settings, EngineMetrics::register(&prometheus::Registry::new())?, true)?;
+            let mut kb_config = kb_config;
+            kb_config.index_dir = index_root;
+            let kb = KnowledgeBase::from_config(classifier.engine().clone(), std::path::Path::new("."), &kb_config)?
+                .map(Arc::new);
             Ok((classifier, kb))
         })
         .await??;
@@ -116,8 +117,10 @@ pub fn triage(config: Config, args: TriageArgs) -> anyhow::Result<()> {
         vec![("tuned on", tuned), ("held out", held_outcomes), ("all", outcomes.iter().collect())]
     };
     if args.json {
-        let figures: Vec<_> =
-            sets.iter().map(|(name, set)| serde_json::json!({"set": name, "figures": TriageFigures::of(set.iter().copied())})).collect();
+        let figures: Vec<_> = sets
+            .iter()
+            .map(|(name, set)| serde_json::json!({"set": name, "figures": TriageFigures::of(set.iter().copied())}))
+            .collect();
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"sets": figures, "outcomes": outcomes}))?);
         return Ok(());
     }
@@ -129,8 +132,10 @@ pub fn triage(config: Config, args: TriageArgs) -> anyhow::Result<()> {
     for outcome in dangerous {
         print_outcome(outcome, &held);
     }
-    let wrong: Vec<&TicketOutcome> =
-        outcomes.iter().filter(|o| !o.dangerous() && (!o.tier_right() || (o.to_person() && o.queue != o.expected_queue))).collect();
+    let wrong: Vec<&TicketOutcome> = outcomes
+        .iter()
+        .filter(|o| !o.dangerous() && (!o.tier_right() || (o.to_person() && o.queue != o.expected_queue)))
+        .collect();
     println!("\nother wrong decisions: {} (first {})", wrong.len(), args.show.min(wrong.len()));
     for outcome in wrong.into_iter().take(args.show) {
         print_outcome(outcome, &held);
@@ -211,7 +216,13 @@ pub fn conversations(config: Config, args: ConversationsArgs) -> anyhow::Result<
     let (held_outcomes, tuned) = triage_eval::split_by_ids(&outcomes, &held, |o| &o.id);
     let report = |name: &str, set: &[&ConversationOutcome]| {
         let right = set.iter().filter(|o| o.right()).count();
-        let early = set.iter().filter(|o| matches!((o.handoff_at, o.expected), (Some(a), Some(e)) if a < e) || (o.handoff_at.is_some() && o.expected.is_none())).count();
+        let early = set
+            .iter()
+            .filter(|o| {
+                matches!((o.handoff_at, o.expected), (Some(a), Some(e)) if a < e)
+                    || (o.handoff_at.is_some() && o.expected.is_none())
+            })
+            .count();
         println!(
             "== {name}: {} scenarios, handoff at the right turn {:.3} ({right}/{}), too early {early}, too late or missed {}",
             set.len(),
@@ -231,7 +242,10 @@ pub fn conversations(config: Config, args: ConversationsArgs) -> anyhow::Result<
     println!("\nwrong turns: {} (first {})", wrong.len(), args.show.min(wrong.len()));
     for outcome in wrong.into_iter().take(args.show) {
         if held.contains(&outcome.id) {
-            println!("  {} [held out]: expected {:?}, handed off at {:?}", outcome.id, outcome.expected, outcome.handoff_at);
+            println!(
+                "  {} [held out]: expected {:?}, handed off at {:?}",
+                outcome.id, outcome.expected, outcome.handoff_at
+            );
             continue;
         }
         println!("  {}: expected {:?}, handed off at {:?}", outcome.id, outcome.expected, outcome.handoff_at);
@@ -245,7 +259,12 @@ pub fn conversations(config: Config, args: ConversationsArgs) -> anyhow::Result<
 
 /// `tierline calibrate --file`: each signal's threshold fitted to labeled tickets (F2: a missed
 /// signal costs more than a needless handoff), as policy lines to change.
-pub fn fit_thresholds(config: Config, file: &std::path::Path, holdout: Option<&std::path::Path>, json: bool) -> anyhow::Result<()> {
+pub fn fit_thresholds(
+    config: Config,
+    file: &std::path::Path,
+    holdout: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
     let tickets: Vec<LabeledTicket> = triage_eval::read_jsonl(file)?;
     let held = holdout.map_or(Ok(BTreeSet::new()), read_ids)?;
     let tickets: Vec<LabeledTicket> = tickets.into_iter().filter(|t| !held.contains(&t.id)).collect();

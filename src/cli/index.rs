@@ -22,9 +22,15 @@ pub enum IndexCommand {
     },
     /// List the indexed articles: id, audience, title.
     List,
+    /// Fit the answerability model (answers' confidence) on knowledge bases other than yours,
+    /// and measure each one held out.
+    Answerability(super::answerability::AnswerabilityArgs),
 }
 
 pub fn run(config: Config, command: IndexCommand) -> anyhow::Result<()> {
+    if let IndexCommand::Answerability(args) = command {
+        return super::answerability::run(config, args);
+    }
     let root = config.data_dir.join(&config.kb.index_dir);
     let source = match &command {
         IndexCommand::Build { source: Some(source) } => source.clone(),
@@ -52,7 +58,7 @@ pub fn run(config: Config, command: IndexCommand) -> anyhow::Result<()> {
 
 fn edit(kb: &KnowledgeBase, command: IndexCommand) -> anyhow::Result<()> {
     match command {
-        IndexCommand::Build { .. } => Ok(()),
+        IndexCommand::Build { .. } | IndexCommand::Answerability(_) => Ok(()),
         IndexCommand::List => {
             for article in kb.current().articles() {
                 println!("{}\t{}\t{}", article.id, article.audience.as_str(), article.title);

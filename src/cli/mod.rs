@@ -1,5 +1,6 @@
 //! Subcommands; each lives in its own module and calls library services.
 
+mod answerability;
 mod bench;
 mod classify;
 mod demo;

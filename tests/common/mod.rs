@@ -22,6 +22,7 @@ pub fn config() -> Config {
     config.models.local_dir = root().join("models/local");
     config.engine.device = "cpu".into();
     config.kb.source = root().join("index/kb");
+    config.kb.answerability = root().join("models/answerability.json");
     // Each test process gets its own index folder: concurrent servers never share generations.
     config.kb.index_dir = std::env::temp_dir().join(format!("tierline-test-kb-{}-{}", std::process::id(), unique()));
     // ... and its own database (absolute paths win over data_dir).

@@ -49,13 +49,8 @@ pub async fn run(
     tokio::spawn(async move {
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let classifier = classify::start(&load_config.infer(), engine_metrics, true)?;
-            let kb = if load_config.kb.source.as_os_str().is_empty() {
-                None
-            } else {
-                let root = load_config.data_dir.join(&load_config.kb.index_dir);
-                let engine = classifier.engine().clone();
-                Some(KnowledgeBase::build(engine, &root, &load_config.kb.source, load_config.kb.min_confidence)?.0)
-            };
+            let engine = classifier.engine().clone();
+            let kb = KnowledgeBase::from_config(engine, &load_config.data_dir, &load_config.kb)?;
             Ok((classifier, kb))
         })
         .await;

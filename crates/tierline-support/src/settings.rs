@@ -48,11 +48,19 @@ pub struct KbConfig {
     pub index_dir: PathBuf,
     /// Below this confidence `/v1/answer` returns `answered: false` with the reason.
     pub min_confidence: f32,
+    /// The answerability model (`tierline index answerability`) that gives answers their
+    /// confidence; empty: a fixed curve of the best passage's cosine.
+    pub answerability: PathBuf,
 }
 
 impl Default for KbConfig {
     fn default() -> Self {
-        Self { source: PathBuf::from("index/kb"), index_dir: PathBuf::from("kb"), min_confidence: 0.5 }
+        Self {
+            source: PathBuf::from("index/kb"),
+            index_dir: PathBuf::from("kb"),
+            min_confidence: 0.5,
+            answerability: PathBuf::from("models/answerability.json"),
+        }
     }
 }
 

@@ -39,8 +39,17 @@ fn default_top_k() -> usize {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClassifyResponse {
-    pub results: Vec<TextClassification>,
+    pub results: Vec<ClassifiedText>,
     pub models: ModelVersions,
+}
+
+/// One text's scores, with its language.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClassifiedText {
+    #[serde(flatten)]
+    pub classification: TextClassification,
+    /// ISO 639-1, detected from the text (the policy's first language when it is too short to tell).
+    pub language: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

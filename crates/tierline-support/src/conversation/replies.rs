@@ -42,6 +42,12 @@ pub fn thanks() -> String {
         .to_string()
 }
 
+/// A greeting.
+pub fn hello() -> String {
+    "Hi! I'm an AI assistant for the support team. What can I help you with? You can ask for a person at any time."
+        .to_string()
+}
+
 /// A resolved conversation the customer came back to.
 pub fn reopened(decision: &Decision) -> String {
     format!(

@@ -12,7 +12,7 @@
 
 use super::{replies, Models, Reply, Support, SupportError, Ticket, TicketTriage, Turn};
 use crate::store::{AiReply, Change, ConversationRow, MessageRow, NewMessage, Role, Status, StoredDecision};
-use crate::triage::{self, phrases, signals, Decision, Policy, Reading, Reason, ReasonCode, Tier};
+use crate::triage::{self, phrases, signals, Channel, Decision, Policy, Reading, Reason, ReasonCode, Tier};
 
 /// Where a conversation is when a customer message arrives: what the turn does.
 enum TurnState {
@@ -99,29 +99,23 @@ impl Support {
         let fired = signals.iter().any(|s| s.fired);
 
         if !fired && triage::is_thanks(policy, reading) {
-            return Ok(thanked(policy, reading, signals));
+            return Ok(thanked(policy, reading, signals, replies::thanks()));
         }
-        let mut forced: Vec<Reason> = repeated_question(policy, &earlier, &reading.embedding).into_iter().collect();
+        if !fired && triage::is_greeting(reading) {
+            return Ok(thanked(policy, reading, signals, replies::hello()));
+        }
         let answer = match models.kb {
-            Some(kb) if !fired && forced.is_empty() => {
+            Some(kb) if !fired => {
                 let context: Vec<String> = earlier.iter().map(|m| m.text.clone()).collect();
-                Some(kb.answer_in_context(text, &context).await.map_err(SupportError::from_kb)?)
+                let bar = policy.conversation.min_answer_confidence;
+                Some(kb.answer_at(text, &context, bar).await.map_err(SupportError::from_kb)?)
             }
             _ => None,
         };
-        let follow_up = earlier.last().map(|previous| {
-            let last_answer = history.iter().rev().find_map(|m| m.ai_reply()).and_then(|r| r.citations.first());
-            FollowUp::of(policy, text, reading, previous, answer.as_ref(), last_answer)
-        });
-        if forced.is_empty() && follow_up == Some(FollowUp::SameQuestion) {
-            let article = history.iter().rev().find_map(|m| m.ai_reply()).and_then(|r| r.citations.first());
-            let title = article.map_or_else(String::new, |c| format!(" (\"{}\")", c.title));
-            forced.push(Reason::new(
-                ReasonCode::RepeatedQuestion,
-                format!("the customer asked again what the last answer{title} was meant to answer"),
-                None,
-            ));
-        }
+        let moving_on = opens_with(policy, text);
+        let mut forced: Vec<Reason> =
+            repeated_question(policy, history, &reading.embedding, answer.as_ref(), moving_on).into_iter().collect();
+        let follow_up = earlier.last().map(|previous| FollowUp::of(policy, text, reading, previous, answer.as_ref()));
         let new_issue = follow_up == Some(FollowUp::NewQuestion);
         if forced.is_empty() && !new_issue && conversation.ai_exchanges >= policy.conversation.max_ai_exchanges {
             forced.push(Reason::new(
@@ -130,7 +124,7 @@ impl Support {
                 Some(conversation.ai_exchanges as f32),
             ));
         }
-        let decision = triage::decide(policy, reading, signals, forced, answer.as_ref());
+        let decision = triage::decide(policy, reading, Channel::Chat, signals, forced, answer.as_ref());
         let handoff = decision.tier != Tier::Auto;
         let reply = match answer.as_ref().filter(|_| !handoff) {
             Some(answer) => {
@@ -161,16 +155,19 @@ impl Support {
         let policy = self.policy();
         let mut results = Vec::with_capacity(tickets.len());
         for ticket in tickets {
-            let reading = Reading::of(models.classifier, ticket.subject.as_deref(), &ticket.body, policy.first_language()).await?;
+            let reading =
+                Reading::of(models.classifier, ticket.subject.as_deref(), &ticket.body, policy.first_language())
+                    .await?;
             let standing = self.account_standing(&policy, &ticket.account).await;
             let signals = signals::score(&policy, &reading, Default::default(), &ticket.account, standing.as_ref());
             let answer = match models.kb {
                 Some(kb) if !signals.iter().any(|s| s.fired) => {
-                    Some(kb.answer_in_context(&reading.prepared.text, &[]).await.map_err(SupportError::from_kb)?)
+                    let bar = policy.conversation.min_answer_confidence;
+                    Some(kb.answer_at(&reading.prepared.text, &[], bar).await.map_err(SupportError::from_kb)?)
                 }
                 _ => None,
             };
-            let decision = triage::decide(&policy, &reading, signals, Vec::new(), answer.as_ref());
+            let decision = triage::decide(&policy, &reading, Channel::Ticket, signals, Vec::new(), answer.as_ref());
             let (answer, draft) = match decision.tier {
                 Tier::Auto => (answer, None),
                 Tier::Assist => (None, Some(replies::draft(&decision, answer.as_ref()))),
@@ -182,11 +179,17 @@ impl Support {
     }
 }
 
-/// A thank-you or confirmation: no handoff, and the issue counts as resolved (the next question
-/// starts a new attempt).
-fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>) -> Planned {
-    let decision = triage::decide(policy, reading, signals, Vec::new(), None);
-    let reply = Reply { text: replies::thanks(), ai_generated: true, citations: Vec::new() };
+/// A thank-you, a confirmation or a hello: no handoff, and the issue counts as resolved (the next
+/// question starts a new attempt).
+fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>, text: String) -> Planned {
+    let mut decision = triage::decide(policy, reading, Channel::Chat, signals, Vec::new(), None);
+    if decision.tier != Tier::Auto {
+        // A thank-you or a hello needs no person, whatever its kind reads.
+        decision.tier = Tier::Auto;
+        decision.reasons =
+            vec![Reason::new(ReasonCode::CustomerConfirmed, "the customer thanked, confirmed or greeted", None)];
+    }
+    let reply = Reply { text, ai_generated: true, citations: Vec::new() };
     let change = Change {
         status: Some(Status::Ai),
         tier: Some(decision.tier),
@@ -200,10 +203,8 @@ fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signa
 /// How a customer message relates to the conversation so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FollowUp {
-    /// A question the last answer does not cover: a fresh attempt.
+    /// A question the conversation has not asked yet: a fresh attempt.
     NewQuestion,
-    /// The same question again, in other words: the AI would only repeat its last answer.
-    SameQuestion,
     /// More about the same issue (it did not work, details): counts toward the exchange limit.
     SameIssue,
 }
@@ -215,20 +216,11 @@ impl FollowUp {
         reading: &Reading,
         previous: &MessageRow,
         answer: Option<&crate::kb::Answer>,
-        last_answer: Option<&crate::kb::Citation>,
     ) -> Self {
         let unresolved =
             !phrases::matches(&phrases::normalise(text), &policy.conversation.unresolved_phrases).is_empty();
         if unresolved || !asks(text) {
             return FollowUp::SameIssue;
-        }
-        // The answer this question would get is the section the AI already gave.
-        let same_section = match (answer.filter(|a| a.answered).and_then(|a| a.citations.first()), last_answer) {
-            (Some(new), Some(old)) => new.article_id == old.article_id && new.heading == old.heading,
-            _ => false,
-        };
-        if same_section {
-            return FollowUp::SameQuestion;
         }
         let similarity =
             previous.embedding.as_ref().map_or(0.0, |e| tierline_infer::kernels::dot(e, &reading.embedding));
@@ -238,6 +230,12 @@ impl FollowUp {
             FollowUp::SameIssue
         }
     }
+}
+
+/// Whether the message opens by acknowledging the last answer and moving on.
+fn opens_with(policy: &Policy, text: &str) -> bool {
+    let opening: String = phrases::normalise(text).split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+    !phrases::matches(&format!(" {opening} "), &policy.conversation.moving_on_phrases).is_empty()
 }
 
 /// Whether a message asks something: a question mark, or an opening question word.
@@ -253,15 +251,36 @@ fn asks(text: &str) -> bool {
     OPENERS.contains(&first.trim_end_matches(|c: char| !c.is_alphanumeric()))
 }
 
-/// The closest earlier customer message, when it is close enough to be the same question again.
-fn repeated_question(policy: &Policy, earlier: &[&MessageRow], embedding: &[f32]) -> Option<Reason> {
-    let (message, similarity) = earlier
-        .iter()
-        .filter_map(|m| m.embedding.as_ref().map(|e| (m, tierline_infer::kernels::dot(e, embedding))))
-        .max_by(|a, b| a.1.total_cmp(&b.1))?;
-    if similarity < policy.conversation.repeat_similarity {
-        return None;
+/// An earlier customer message this one asks again: close enough in meaning on its own, or
+/// close and about to get the very article the AI already answered it with.
+fn repeated_question(
+    policy: &Policy,
+    history: &[MessageRow],
+    embedding: &[f32],
+    answer: Option<&crate::kb::Answer>,
+    moving_on: bool,
+) -> Option<Reason> {
+    let new_article = answer.filter(|a| a.answered).and_then(|a| a.citations.first()).map(|c| c.article_id.as_str());
+    let rules = &policy.conversation;
+    let mut best: Option<(&MessageRow, f32)> = None;
+    for (index, message) in history.iter().enumerate() {
+        let Some(earlier) = message.embedding.as_ref().filter(|_| message.role == Role::Customer) else { continue };
+        let similarity = tierline_infer::kernels::dot(earlier, embedding);
+        let answered_with = history[index + 1..]
+            .iter()
+            .take_while(|m| m.role != Role::Customer)
+            .find_map(|m| m.ai_reply())
+            .and_then(|r| r.citations.first())
+            .map(|c| c.article_id.as_str());
+        // "Thanks. And how do I...?" acknowledges the answer: a related question, not a repeat.
+        let same_answer = !moving_on && new_article.is_some() && answered_with == new_article;
+        let repeats =
+            similarity >= rules.repeat_similarity || (same_answer && similarity >= rules.repeat_similarity_same_answer);
+        if repeats && best.is_none_or(|(_, s)| similarity > s) {
+            best = Some((message, similarity));
+        }
     }
+    let (message, similarity) = best?;
     let quoted: String = message.text.chars().take(80).collect();
     Some(Reason::new(
         ReasonCode::RepeatedQuestion,

@@ -101,35 +101,84 @@ pub fn evaluate(
     })
 }
 
+/// One query's answer: its confidence, whether the cited article is right, whether the query
+/// has a right article at all.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerOutcome {
+    pub confidence: f32,
+    pub right: bool,
+    pub answerable: bool,
+}
+
+/// Each query's answer (hybrid, customer filter), with `model` giving the confidence.
+pub fn answer_outcomes(
+    index: &KbIndex,
+    queries: &[LabeledQuery],
+    embeddings: &[Vec<f32>],
+    model: Option<&super::Answerability>,
+) -> anyhow::Result<Vec<AnswerOutcome>> {
+    let mut outcomes = Vec::new();
+    for (query, embedding) in queries.iter().zip(embeddings) {
+        let hits = index.search(&query.query, embedding, Mode::Hybrid, 5, &Filter::customer())?;
+        let answer = super::decide(index, &query.query, &hits, 0.0, model);
+        let cited = answer.citations.first().map(|c| c.article_id.clone());
+        let right = cited.is_some_and(|id| query.relevant.contains(&id));
+        outcomes.push(AnswerOutcome { confidence: answer.confidence, right, answerable: !query.relevant.is_empty() });
+    }
+    Ok(outcomes)
+}
+
+/// What answering at `threshold` gives.
+pub fn at_threshold(outcomes: &[AnswerOutcome], threshold: f32) -> ThresholdRow {
+    let answerable = outcomes.iter().filter(|o| o.answerable).count().max(1) as f64;
+    let answered: Vec<_> = outcomes.iter().filter(|o| o.confidence >= threshold).collect();
+    let wrong = answered.iter().filter(|o| !o.right).count();
+    let correct = answered.iter().filter(|o| o.right).count();
+    ThresholdRow {
+        threshold,
+        answered_rate: answered.len() as f64 / outcomes.len().max(1) as f64,
+        wrong_answer_rate: if answered.is_empty() { 0.0 } else { wrong as f64 / answered.len() as f64 },
+        correct_answer_rate: correct as f64 / answerable,
+    }
+}
+
+/// The threshold that answers the same share of queries as `answered_rate` (the lowest
+/// confidence among that many best-scored queries).
+pub fn threshold_for_rate(outcomes: &[AnswerOutcome], answered_rate: f64) -> f32 {
+    let mut confidences: Vec<f32> = outcomes.iter().map(|o| o.confidence).collect();
+    confidences.sort_by(|a, b| b.total_cmp(a));
+    let count = ((answered_rate * outcomes.len() as f64).round() as usize).clamp(1, confidences.len().max(1));
+    confidences.get(count - 1).copied().unwrap_or(1.0)
+}
+
 /// Answer decisions (hybrid, customer filter) at each threshold.
 pub fn threshold_tradeoff(
     index: &KbIndex,
     queries: &[LabeledQuery],
     embeddings: &[Vec<f32>],
     thresholds: &[f32],
+    model: Option<&super::Answerability>,
 ) -> anyhow::Result<Vec<ThresholdRow>> {
-    let mut outcomes = Vec::new();
+    let outcomes = answer_outcomes(index, queries, embeddings, model)?;
+    Ok(thresholds.iter().map(|&t| at_threshold(&outcomes, t)).collect())
+}
+
+/// Feature rows for fitting the answerability model: each query's search, and whether the
+/// article the answer would cite is a right one (never, for an unanswerable query).
+pub fn answerability_rows(
+    index: &KbIndex,
+    queries: &[LabeledQuery],
+    embeddings: &[Vec<f32>],
+) -> anyhow::Result<Vec<([f32; super::answerability::WIDTH], bool)>> {
+    let mut rows = Vec::new();
     for (query, embedding) in queries.iter().zip(embeddings) {
         let hits = index.search(&query.query, embedding, Mode::Hybrid, 5, &Filter::customer())?;
-        let answer = super::decide(index, &query.query, &hits, 0.0);
-        let cited =
-            answer.citations.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)).map(|c| c.article_id.clone());
-        let right = cited.is_some_and(|id| query.relevant.contains(&id));
-        outcomes.push((answer.confidence, right, !query.relevant.is_empty()));
+        let Some(features) = super::answerability::features(index, &hits) else { continue };
+        let top = hits
+            .iter()
+            .max_by(|a, b| a.similarity.total_cmp(&b.similarity))
+            .map(|h| &index.passage(h.passage).article_id);
+        rows.push((features, top.is_some_and(|id| query.relevant.contains(id))));
     }
-    let answerable = outcomes.iter().filter(|o| o.2).count().max(1) as f64;
-    Ok(thresholds
-        .iter()
-        .map(|&threshold| {
-            let answered: Vec<_> = outcomes.iter().filter(|o| o.0 >= threshold).collect();
-            let wrong = answered.iter().filter(|o| !o.1).count();
-            let correct = answered.iter().filter(|o| o.1).count();
-            ThresholdRow {
-                threshold,
-                answered_rate: answered.len() as f64 / outcomes.len().max(1) as f64,
-                wrong_answer_rate: if answered.is_empty() { 0.0 } else { wrong as f64 / answered.len() as f64 },
-                correct_answer_rate: correct as f64 / answerable,
-            }
-        })
-        .collect())
+    Ok(rows)
 }

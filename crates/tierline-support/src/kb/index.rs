@@ -447,6 +447,7 @@ fn cut_at_paragraph(text: &str, max_chars: usize) -> String {
     }
     let limit = text.char_indices().nth(max_chars).map_or(text.len(), |(i, _)| i);
     let head = &text[..limit];
-    let cut = head.rfind("\n\n").or_else(|| head.rfind("\n")).or_else(|| head.rfind(". ").map(|i| i + 1)).unwrap_or(limit);
+    let cut =
+        head.rfind("\n\n").or_else(|| head.rfind("\n")).or_else(|| head.rfind(". ").map(|i| i + 1)).unwrap_or(limit);
     format!("{}\n\n(...)", head[..cut].trim_end())
 }

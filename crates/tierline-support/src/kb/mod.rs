@@ -1,6 +1,7 @@
 //! Knowledge base: articles -> passages -> tantivy BM25 + dense index -> hybrid search ->
 //! Tier-1 answers with citations, or an explicit "no answer" so the caller escalates.
 
+pub mod answerability;
 pub mod article;
 pub mod edits;
 pub mod eval;
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use tierline_infer::sync::{MutexExt, RwLockExt};
 
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 pub use article::{Article, Audience, IngestError};
@@ -18,6 +20,8 @@ pub use edits::Edits;
 pub use index::{Filter, Hit, KbIndex, Mode};
 
 use tierline_infer::{Engine, EngineError};
+
+pub use answerability::Answerability;
 
 /// Similarity -> confidence: a logistic curve centred where answers start being right.
 /// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
@@ -64,6 +68,9 @@ pub struct KnowledgeBase {
     root: PathBuf,
     source: PathBuf,
     min_confidence: f32,
+    /// Reads how likely the best passage answers the question; without it, a fixed curve of the
+    /// best cosine.
+    answerability: Option<Arc<Answerability>>,
     /// Serialises edits: each one reads, changes and rebuilds the whole article set.
     updating: Mutex<()>,
 }
@@ -98,9 +105,36 @@ impl KnowledgeBase {
             root: root.to_path_buf(),
             source: source.to_path_buf(),
             min_confidence,
+            answerability: None,
             updating: Mutex::new(()),
         };
         Ok((kb, errors))
+    }
+
+    /// The configured knowledge base: `kb.source` indexed under `<data_dir>/<kb.index_dir>`, with
+    /// the answerability model when one is configured. `None` when `kb.source` is empty. Blocking.
+    pub fn from_config(
+        engine: Engine,
+        data_dir: &Path,
+        config: &crate::settings::KbConfig,
+    ) -> anyhow::Result<Option<Self>> {
+        if config.source.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let root = data_dir.join(&config.index_dir);
+        let (kb, _) = Self::build(engine, &root, &config.source, config.min_confidence)?;
+        if config.answerability.as_os_str().is_empty() {
+            return Ok(Some(kb));
+        }
+        let model = Answerability::load(&config.answerability)
+            .with_context(|| "`kb.answerability` names a model that cannot be read (set it to \"\" to go without)")?;
+        Ok(Some(kb.with_answerability(model)))
+    }
+
+    /// Answers' confidence from this answerability model.
+    pub fn with_answerability(mut self, model: Answerability) -> Self {
+        self.answerability = Some(Arc::new(model));
+        self
     }
 
     /// The index readers use now; a rebuild swaps it whole.
@@ -197,6 +231,11 @@ impl KnowledgeBase {
     /// messages, oldest first. A follow-up ("and on the annual plan?") is also searched together
     /// with the previous message; the reading whose best match is closer wins.
     pub async fn answer_in_context(&self, question: &str, context: &[String]) -> anyhow::Result<Answer> {
+        self.answer_at(question, context, self.min_confidence).await
+    }
+
+    /// As `answer_in_context`, answering from `min_confidence` on (triage has its own bar).
+    pub async fn answer_at(&self, question: &str, context: &[String], min_confidence: f32) -> anyhow::Result<Answer> {
         let mut readings = vec![question.to_string()];
         if let Some(previous) = context.iter().rev().find(|m| !m.trim().is_empty()) {
             readings.push(format!("{previous} {question}"));
@@ -204,12 +243,12 @@ impl KnowledgeBase {
         let embeddings: Vec<Vec<f32>> =
             self.engine.embed(readings.clone()).await?.into_iter().map(|o| o.embedding).collect();
         let index = self.current();
-        let min_confidence = self.min_confidence;
+        let model = self.answerability.clone();
         tokio::task::spawn_blocking(move || {
             let mut best: Option<Answer> = None;
             for (reading, embedding) in readings.iter().zip(&embeddings) {
                 let hits = index.search(reading, embedding, Mode::Hybrid, 5, &Filter::customer())?;
-                let answer = decide(&index, reading, &hits, min_confidence);
+                let answer = decide(&index, reading, &hits, min_confidence, model.as_deref());
                 if best.as_ref().is_none_or(|b| answer.confidence > b.confidence) {
                     best = Some(answer);
                 }
@@ -246,7 +285,13 @@ fn citation(index: &KbIndex, query: &str, hit: &Hit) -> Citation {
 }
 
 /// Answer with the best passage when confident enough, else say why not.
-pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32) -> Answer {
+pub fn decide(
+    index: &KbIndex,
+    question: &str,
+    hits: &[Hit],
+    min_confidence: f32,
+    model: Option<&Answerability>,
+) -> Answer {
     // The passage that answers (best semantic match) is cited first, then the others by rank.
     let top_index = hits.iter().enumerate().max_by(|a, b| a.1.similarity.total_cmp(&b.1.similarity)).map(|(i, _)| i);
     let ordered: Vec<&Hit> = top_index
@@ -267,7 +312,10 @@ pub fn decide(index: &KbIndex, question: &str, hits: &[Hit], min_confidence: f32
     };
     // Confidence follows the best semantic match among the top hits.
     let top = hits.iter().max_by(|a, b| a.similarity.total_cmp(&b.similarity)).unwrap_or(best);
-    let confidence = confidence(top.similarity);
+    let confidence = match (model, answerability::features(index, hits)) {
+        (Some(model), Some(features)) => model.probability(&features),
+        _ => confidence(top.similarity),
+    };
     let top_article = &index.passage(top.passage).article_id;
     let runner_up = hits
         .iter()

@@ -64,7 +64,8 @@ fn load_jsonl(
             Some(serde_json::Value::Number(n)) => vec![n.to_string()],
             _ => bail!("{}:{}: no label field `{label_field}`", path.display(), number + 1),
         };
-        let subject = subject_field.and_then(|field| value.get(field)).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty());
+        let subject =
+            subject_field.and_then(|field| value.get(field)).and_then(|v| v.as_str()).filter(|s| !s.trim().is_empty());
         let text = match subject {
             Some(subject) => format!("{subject}\n{text}"),
             None => text.to_string(),
@@ -147,7 +148,10 @@ mod tests {
         let csv = dir.path().join("d.csv");
         std::fs::write(&csv, "body,label\n\"hello, world\",x|y\nbye,\n").unwrap();
         let rows = load(&csv, "body", "label").unwrap();
-        assert_eq!(rows[0], LabeledText { text: "hello, world".into(), labels: vec!["x".into(), "y".into()], id: None });
+        assert_eq!(
+            rows[0],
+            LabeledText { text: "hello, world".into(), labels: vec!["x".into(), "y".into()], id: None }
+        );
         assert!(rows[1].labels.is_empty());
         let err = load(&csv, "text", "label").unwrap_err().to_string();
         assert!(err.contains("no column `text`"), "{err}");

@@ -270,7 +270,11 @@ pub async fn replay_conversations(
 }
 
 /// Splits outcomes into the held-out ids and the rest.
-pub fn split_by_ids<'a, T>(outcomes: &'a [T], held_out: &BTreeSet<String>, id: impl Fn(&T) -> &str) -> (Vec<&'a T>, Vec<&'a T>) {
+pub fn split_by_ids<'a, T>(
+    outcomes: &'a [T],
+    held_out: &BTreeSet<String>,
+    id: impl Fn(&T) -> &str,
+) -> (Vec<&'a T>, Vec<&'a T>) {
     outcomes.iter().partition(|o| held_out.contains(id(o)))
 }
 
@@ -310,12 +314,16 @@ pub fn fit_thresholds(policy: &crate::triage::Policy, outcomes: &[&TicketOutcome
             (f2, score.false_negatives)
         };
         let (current_f1, _) = at(current);
-        let (suggested, (suggested_f1, missed)) = (6..=19)
-            .map(|i| i as f32 / 20.0)
-            .map(|t| (t, at(t)))
-            .fold((current, (current_f1, usize::MAX)), |best, candidate| {
-                if candidate.1 .0 > best.1 .0 + 1e-9 { candidate } else { best }
-            });
+        let (suggested, (suggested_f1, missed)) = (6..=19).map(|i| i as f32 / 20.0).map(|t| (t, at(t))).fold(
+            (current, (current_f1, usize::MAX)),
+            |best, candidate| {
+                if candidate.1 .0 > best.1 .0 + 1e-9 {
+                    candidate
+                } else {
+                    best
+                }
+            },
+        );
         let missed = if missed == usize::MAX { at(current).1 } else { missed };
         fits.push(ThresholdFit { signal: name.into(), current, current_f1, suggested, suggested_f1, missed });
     }

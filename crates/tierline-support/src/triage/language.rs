@@ -13,11 +13,11 @@ const FUNCTION_WORDS: &[(&str, &[&str])] = &[
     (
         "en",
         &[
-            "the", "a", "an", "to", "i", "my", "is", "how", "do", "you", "can", "for", "and", "it", "of", "in",
-            "not", "please", "with", "we", "our", "your", "this", "that", "what", "where", "why", "when", "have",
-            "has", "was", "are", "me", "be", "on", "at", "from", "but", "if", "there", "just", "get", "want",
-            "need", "does", "don't", "i'm", "it's", "can't", "won't", "would", "could", "should", "which", "any",
-            "all", "they", "them", "still", "again", "help", "thanks", "thank", "hi", "hello",
+            "the", "a", "an", "to", "i", "my", "is", "how", "do", "you", "can", "for", "and", "it", "of", "in", "not",
+            "please", "with", "we", "our", "your", "this", "that", "what", "where", "why", "when", "have", "has",
+            "was", "are", "me", "be", "on", "at", "from", "but", "if", "there", "just", "get", "want", "need", "does",
+            "don't", "i'm", "it's", "can't", "won't", "would", "could", "should", "which", "any", "all", "they",
+            "them", "still", "again", "help", "thanks", "thank", "hi", "hello",
         ],
     ),
     (
@@ -41,10 +41,10 @@ const FUNCTION_WORDS: &[(&str, &[&str])] = &[
     (
         "fr",
         &[
-            "je", "le", "la", "les", "de", "des", "et", "un", "une", "est", "pas", "que", "pour", "dans", "mon",
-            "ma", "mes", "nous", "vous", "avec", "sur", "ne", "ce", "cette", "il", "elle", "au", "aux", "du",
-            "comment", "merci", "bonjour", "notre", "votre", "mais", "suis", "avons", "j'ai", "c'est", "qui",
-            "où", "toujours", "veux", "voudrais", "peux", "être", "très",
+            "je", "le", "la", "les", "de", "des", "et", "un", "une", "est", "pas", "que", "pour", "dans", "mon", "ma",
+            "mes", "nous", "vous", "avec", "sur", "ne", "ce", "cette", "il", "elle", "au", "aux", "du", "comment",
+            "merci", "bonjour", "notre", "votre", "mais", "suis", "avons", "j'ai", "c'est", "qui", "où", "toujours",
+            "veux", "voudrais", "peux", "être", "très",
         ],
     ),
     (
@@ -52,35 +52,116 @@ const FUNCTION_WORDS: &[(&str, &[&str])] = &[
         &[
             "o", "a", "de", "que", "e", "do", "da", "em", "um", "uma", "para", "com", "não", "meu", "minha", "os",
             "as", "no", "na", "por", "mais", "como", "nós", "nosso", "nossa", "você", "isso", "está", "estou",
-            "obrigado", "obrigada", "olá", "quero", "gostaria", "preciso", "ainda", "também", "já", "foi", "ser",
-            "ao", "dos", "das", "pelo", "pela", "conta",
+            "obrigado", "obrigada", "olá", "quero", "gostaria", "preciso", "ainda", "também", "já", "foi", "ser", "ao",
+            "dos", "das", "pelo", "pela", "conta",
         ],
     ),
     (
         "it",
         &[
-            "il", "la", "di", "che", "e", "non", "un", "una", "per", "con", "mi", "sono", "è", "del", "della",
-            "nel", "nella", "lo", "gli", "le", "come", "vorrei", "grazie", "ciao", "buongiorno", "nostro", "nostra",
-            "ho", "abbiamo", "anche", "ancora", "già", "perché", "posso", "questo", "questa", "mio", "mia", "al",
-            "alla", "dei", "delle", "ma", "se", "sul", "tutti",
+            "il",
+            "la",
+            "di",
+            "che",
+            "e",
+            "non",
+            "un",
+            "una",
+            "per",
+            "con",
+            "mi",
+            "sono",
+            "è",
+            "del",
+            "della",
+            "nel",
+            "nella",
+            "lo",
+            "gli",
+            "le",
+            "come",
+            "vorrei",
+            "grazie",
+            "ciao",
+            "buongiorno",
+            "nostro",
+            "nostra",
+            "ho",
+            "abbiamo",
+            "anche",
+            "ancora",
+            "già",
+            "perché",
+            "posso",
+            "questo",
+            "questa",
+            "mio",
+            "mia",
+            "al",
+            "alla",
+            "dei",
+            "delle",
+            "ma",
+            "se",
+            "sul",
+            "tutti",
         ],
     ),
     (
         "nl",
         &[
-            "ik", "de", "het", "een", "en", "niet", "is", "van", "in", "op", "met", "voor", "dat", "die", "mijn",
-            "we", "wij", "ons", "onze", "hoe", "kan", "kunnen", "wil", "graag", "bedankt", "hallo", "maar", "nog",
-            "ook", "er", "zijn", "heb", "hebben", "wordt", "geen", "naar", "om", "bij", "al", "waarom", "waar",
-            "steeds", "u", "jullie",
+            "ik", "de", "het", "een", "en", "niet", "is", "van", "in", "op", "met", "voor", "dat", "die", "mijn", "we",
+            "wij", "ons", "onze", "hoe", "kan", "kunnen", "wil", "graag", "bedankt", "hallo", "maar", "nog", "ook",
+            "er", "zijn", "heb", "hebben", "wordt", "geen", "naar", "om", "bij", "al", "waarom", "waar", "steeds", "u",
+            "jullie",
         ],
     ),
     (
         "pl",
         &[
-            "i", "w", "nie", "się", "na", "z", "do", "to", "jest", "że", "mój", "moja", "moje", "jak", "czy",
-            "mam", "mamy", "nasz", "nasza", "nasze", "proszę", "dziękuję", "dzień", "dobry", "ale", "po", "dla",
-            "jeszcze", "już", "chcę", "chciałbym", "chciałabym", "mogę", "tak", "od", "przez", "ten", "ta",
-            "nadal", "konto", "co", "gdzie", "dlaczego",
+            "i",
+            "w",
+            "nie",
+            "się",
+            "na",
+            "z",
+            "do",
+            "to",
+            "jest",
+            "że",
+            "mój",
+            "moja",
+            "moje",
+            "jak",
+            "czy",
+            "mam",
+            "mamy",
+            "nasz",
+            "nasza",
+            "nasze",
+            "proszę",
+            "dziękuję",
+            "dzień",
+            "dobry",
+            "ale",
+            "po",
+            "dla",
+            "jeszcze",
+            "już",
+            "chcę",
+            "chciałbym",
+            "chciałabym",
+            "mogę",
+            "tak",
+            "od",
+            "przez",
+            "ten",
+            "ta",
+            "nadal",
+            "konto",
+            "co",
+            "gdzie",
+            "dlaczego",
         ],
     ),
 ];
@@ -121,11 +202,9 @@ const OTHERS: &[(Lang, &str)] = &[
 /// The detected language, or `fallback` when the text gives too little to tell.
 pub fn detect(text: &str, fallback: &str) -> String {
     let lower = text.to_lowercase();
-    let words: Vec<&str> = lower
-        .split(|c: char| !(c.is_alphabetic() || c == '\''))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let latin = text.chars().filter(|c| c.is_alphabetic()).all(|c| c.is_ascii() || ('\u{00C0}'..='\u{024F}').contains(&c));
+    let words: Vec<&str> = lower.split(|c: char| !(c.is_alphabetic() || c == '\'')).filter(|w| !w.is_empty()).collect();
+    let latin =
+        text.chars().filter(|c| c.is_alphabetic()).all(|c| c.is_ascii() || ('\u{00C0}'..='\u{024F}').contains(&c));
     if latin {
         if let Some(language) = by_function_words(&words, &lower) {
             return language.to_string();
@@ -135,9 +214,10 @@ pub fn detect(text: &str, fallback: &str) -> String {
     let detector = Detector::with_allowlist(OTHERS.iter().map(|(lang, _)| *lang).collect());
     match detector.detect(text) {
         // A script of its own is enough; a Latin text needs a sure detector.
-        Some(info) if !latin || (info.is_reliable() && letters >= 20) => {
-            OTHERS.iter().find(|(lang, _)| *lang == info.lang()).map_or_else(|| fallback.to_string(), |(_, code)| code.to_string())
-        }
+        Some(info) if !latin || (info.is_reliable() && letters >= 20) => OTHERS
+            .iter()
+            .find(|(lang, _)| *lang == info.lang())
+            .map_or_else(|| fallback.to_string(), |(_, code)| code.to_string()),
         _ => fallback.to_string(),
     }
 }
@@ -148,7 +228,8 @@ fn by_function_words(words: &[&str], lower: &str) -> Option<&'static str> {
         .iter()
         .map(|(language, marks)| {
             let hits = words.iter().filter(|w| marks.contains(w)).count() as f32;
-            let letters = LETTERS.iter().filter(|(l, _)| l == language).any(|(_, set)| lower.chars().any(|c| set.contains(c)));
+            let letters =
+                LETTERS.iter().filter(|(l, _)| l == language).any(|(_, set)| lower.chars().any(|c| set.contains(c)));
             (*language, hits + if letters { 1.5 } else { 0.0 })
         })
         .collect();
@@ -196,7 +277,10 @@ mod tests {
                 }
             }
         }
-        assert!(english_wrong * 200 <= english, "{english_wrong} of {english} English tickets read as another language");
+        assert!(
+            english_wrong * 200 <= english,
+            "{english_wrong} of {english} English tickets read as another language"
+        );
         assert!(others_wrong * 15 <= others, "{others_wrong} of {others} other-language tickets misread");
     }
 }

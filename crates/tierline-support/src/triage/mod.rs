@@ -210,18 +210,44 @@ pub fn issue_queue(policy: &Policy, reading: &Reading) -> String {
         .unwrap_or_else(|| policy.default_queue.clone())
 }
 
-/// Whether a message only thanks or confirms (and asks nothing new).
+/// Whether a message only thanks or confirms (and asks nothing new): the `kind` head says so,
+/// or it says the problem is solved in words and nothing says the answer failed.
 pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
-    let Some((kind, score)) = request_kind(reading) else { return false };
-    kind == THANKS_KIND && score >= policy.conversation.thanks_threshold && !reading.prepared.text.contains('?')
+    let text = &reading.prepared.text;
+    if text.contains('?') {
+        return false;
+    }
+    let by_model = request_kind(reading)
+        .is_some_and(|(kind, score)| kind == THANKS_KIND && score >= policy.conversation.thanks_threshold);
+    let words = phrases::normalise(text);
+    let rules = &policy.conversation;
+    let said =
+        !phrases::affirmed(&words, &rules.resolved_phrases, &policy.negation.words, policy.negation.window).is_empty();
+    let failed = !phrases::matches(&words, &rules.unresolved_phrases).is_empty();
+    by_model || (said && !failed)
+}
+
+/// Whether a message only greets ("hi there", "hello?"): answered with a hello, never handed off.
+pub fn is_greeting(reading: &Reading) -> bool {
+    let words: Vec<String> = phrases::normalise(&reading.prepared.text).split_whitespace().map(String::from).collect();
+    !words.is_empty() && words.len() <= 3 && segments::is_greeting_word(&words[0])
 }
 
 /// Decides for one customer message. `escalations` are reasons that send it to a person
 /// whatever else holds (a repeated question, the exchange limit); `answer` is the knowledge
 /// base's answer (None when it was not consulted).
+/// Where a message is decided: a ticket in a queue, or a turn of a live chat (where the AI may
+/// attempt `conversation.attempt_kinds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Ticket,
+    Chat,
+}
+
 pub fn decide(
     policy: &Policy,
     reading: &Reading,
+    channel: Channel,
     signals: Vec<Signal>,
     escalations: Vec<Reason>,
     answer: Option<&Answer>,
@@ -275,7 +301,7 @@ pub fn decide(
         ));
     }
     if tier == Tier::Auto {
-        let (tier_now, reason, score) = self_service(policy, reading, kind.as_ref(), answer);
+        let (tier_now, reason, score) = self_service(policy, reading, channel, kind.as_ref(), answer);
         tier = tier_now;
         confidence = score;
         reasons.extend(reason);
@@ -296,18 +322,30 @@ pub fn decide(
 fn self_service(
     policy: &Policy,
     reading: &Reading,
+    channel: Channel,
     kind: Option<&(String, f32)>,
     answer: Option<&Answer>,
 ) -> (Tier, Vec<Reason>, f32) {
-    if let Some((label, score)) = kind.filter(|(label, _)| label == THANKS_KIND).filter(|_| is_thanks(policy, reading)) {
-        let reason = Reason::new(ReasonCode::CustomerConfirmed, format!("the customer thanked or confirmed ({label} {score:.2})"), Some(*score));
+    if let Some((label, score)) = kind.filter(|(label, _)| label == THANKS_KIND).filter(|_| is_thanks(policy, reading))
+    {
+        let reason = Reason::new(
+            ReasonCode::CustomerConfirmed,
+            format!("the customer thanked or confirmed ({label} {score:.2})"),
+            Some(*score),
+        );
         return (Tier::Auto, vec![reason], *score);
     }
     if let Some((label, score)) = kind {
-        let self_serve = policy.self_service_kinds.contains(label);
+        let attempted = channel == Channel::Chat && policy.conversation.attempt_kinds.contains(label);
+        let self_serve = policy.self_service_kinds.contains(label) || attempted;
         if !self_serve || *score < policy.min_kind_confidence {
-            let why = if self_serve { format!("unsure what is asked ({label} {score:.2})") } else { format!("{} ({score:.2})", label.replace('_', " ")) };
-            let reason = Reason::new(ReasonCode::NeedsReview, format!("a person reviews the draft: {why}"), Some(*score));
+            let why = if self_serve {
+                format!("unsure what is asked ({label} {score:.2})")
+            } else {
+                format!("{} ({score:.2})", label.replace('_', " "))
+            };
+            let reason =
+                Reason::new(ReasonCode::NeedsReview, format!("a person reviews the draft: {why}"), Some(*score));
             return (Tier::Assist, vec![reason], *score);
         }
     }

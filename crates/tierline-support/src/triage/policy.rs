@@ -151,6 +151,9 @@ pub struct ConversationRules {
     pub max_ai_exchanges: u32,
     /// Cosine between two customer messages above which the second repeats the first.
     pub repeat_similarity: f32,
+    /// A lower cosine that still makes a repeat when the knowledge base would answer the new
+    /// message with the article the AI already gave the earlier one.
+    pub repeat_similarity_same_answer: f32,
     /// A question whose cosine to every message of the current issue is below this starts a new
     /// issue (the count of unresolved answers restarts).
     pub new_question_similarity: f32,
@@ -160,11 +163,21 @@ pub struct ConversationRules {
     pub sweep_interval_secs: u64,
     /// Below this knowledge-base confidence the AI does not answer (it escalates instead).
     pub min_answer_confidence: f32,
+    /// Request kinds the AI also attempts from the knowledge base in a live chat (on top of
+    /// `self_service_kinds`); as a ticket they get `assist`.
+    #[serde(default)]
+    pub attempt_kinds: Vec<String>,
     /// The `kind` head's `thanks` probability at or above which a message only thanks or
     /// confirms (no handoff; the issue counts as resolved).
     pub thanks_threshold: f32,
     /// Phrases that say the AI's answer did not help ("still not working"), in any language.
     pub unresolved_phrases: Vec<String>,
+    /// Phrases that say the problem is solved ("works now", "all good", "that fixed it"): with
+    /// no question and no sign it failed, the message thanks or confirms.
+    pub resolved_phrases: Vec<String>,
+    /// Openings that acknowledge the last answer and move on ("Thanks. And...", "Great, one
+    /// more thing"): what follows is a new question, never a repeat.
+    pub moving_on_phrases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -415,6 +428,7 @@ impl Policy {
         probability("min_kind_confidence", self.min_kind_confidence)?;
         probability("conversation.repeat_similarity", self.conversation.repeat_similarity)?;
         probability("conversation.new_question_similarity", self.conversation.new_question_similarity)?;
+        probability("conversation.repeat_similarity_same_answer", self.conversation.repeat_similarity_same_answer)?;
         probability("conversation.min_answer_confidence", self.conversation.min_answer_confidence)?;
         probability("conversation.thanks_threshold", self.conversation.thanks_threshold)?;
         if self.languages.is_empty() {

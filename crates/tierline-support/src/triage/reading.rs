@@ -51,7 +51,8 @@ impl Reading {
         texts.extend(subject_alone.iter().cloned());
         texts.extend(prepared.segments.iter().cloned());
         let mut outputs = classifier.classify_with_embeddings(texts, 20).await?.into_iter();
-        let (whole, embedding) = outputs.next().ok_or_else(|| EngineError::Inference("no result for the message".into()))?;
+        let (whole, embedding) =
+            outputs.next().ok_or_else(|| EngineError::Inference("no result for the message".into()))?;
         let subject = subject_alone.and_then(|_| outputs.next()).map(|(classification, _)| classification);
         let segments = outputs.map(|(classification, _)| classification).collect();
         Ok(Self { prepared, language, whole, subject, segments, embedding })
@@ -99,7 +100,8 @@ impl Reading {
             return self.whole.label(head).map(|(label, score)| (label.to_string(), score));
         };
         let blended = |label: &str| {
-            (1.0 - SUBJECT_WEIGHT) * self.whole.probability(head, label) + SUBJECT_WEIGHT * subject.probability(head, label)
+            (1.0 - SUBJECT_WEIGHT) * self.whole.probability(head, label)
+                + SUBJECT_WEIGHT * subject.probability(head, label)
         };
         self.whole
             .labels(head)

@@ -143,6 +143,11 @@ fn is_greeting(line: &str) -> bool {
     GREETINGS.contains(&first.as_str())
 }
 
+/// Whether `word` (lower-case) opens a greeting: "hi", "hallo", "bonjour".
+pub fn is_greeting_word(word: &str) -> bool {
+    GREETINGS.contains(&word) && word != "good" && word != "dear"
+}
+
 /// A line that only signs off: "Thanks,", "Best regards", "Mit freundlichen Grüßen".
 fn is_sign_off(line: &str) -> bool {
     let lower = line.trim_end_matches([',', '.', '!']).to_lowercase();
@@ -150,17 +155,70 @@ fn is_sign_off(line: &str) -> bool {
 }
 
 const GREETINGS: &[&str] = &[
-    "hi", "hello", "hey", "dear", "hiya", "greetings", "good", "hallo", "liebe", "lieber", "sehr", "bonjour",
-    "hola", "estimados", "estimado", "buenos", "olá", "ola", "prezados", "caro", "cara", "gentile", "buongiorno",
-    "ciao", "beste", "geachte", "dzień", "witam", "szanowni",
+    "hi",
+    "hello",
+    "hey",
+    "dear",
+    "hiya",
+    "greetings",
+    "good",
+    "hallo",
+    "liebe",
+    "lieber",
+    "sehr",
+    "bonjour",
+    "hola",
+    "estimados",
+    "estimado",
+    "buenos",
+    "olá",
+    "ola",
+    "prezados",
+    "caro",
+    "cara",
+    "gentile",
+    "buongiorno",
+    "ciao",
+    "beste",
+    "geachte",
+    "dzień",
+    "witam",
+    "szanowni",
 ];
 
 const SIGN_OFFS: &[&str] = &[
-    "thanks", "thank you", "many thanks", "thanks in advance", "regards", "best regards", "kind regards",
-    "warm regards", "best", "cheers", "sincerely", "yours sincerely", "all the best", "thx", "br",
-    "mit freundlichen grüßen", "viele grüße", "beste grüße", "cordialement", "bien cordialement", "saludos",
-    "un saludo", "atentamente", "atenciosamente", "obrigado", "obrigada", "cordiali saluti", "saluti",
-    "met vriendelijke groet", "groeten", "pozdrawiam", "z poważaniem",
+    "thanks",
+    "thank you",
+    "many thanks",
+    "thanks in advance",
+    "regards",
+    "best regards",
+    "kind regards",
+    "warm regards",
+    "best",
+    "cheers",
+    "sincerely",
+    "yours sincerely",
+    "all the best",
+    "thx",
+    "br",
+    "mit freundlichen grüßen",
+    "viele grüße",
+    "beste grüße",
+    "cordialement",
+    "bien cordialement",
+    "saludos",
+    "un saludo",
+    "atentamente",
+    "atenciosamente",
+    "obrigado",
+    "obrigada",
+    "cordiali saluti",
+    "saluti",
+    "met vriendelijke groet",
+    "groeten",
+    "pozdrawiam",
+    "z poważaniem",
 ];
 
 #[cfg(test)]
@@ -178,11 +236,15 @@ mod tests {
     #[test]
     fn a_long_body_is_cut_into_sentence_segments() {
         let sentence = "The sync between our CRM and the billing system stopped working yesterday morning.";
-        let body = format!("{}\n\nSecurity note: someone logged into our admin account from Brazil.", [sentence; 6].join(" "));
+        let body =
+            format!("{}\n\nSecurity note: someone logged into our admin account from Brazil.", [sentence; 6].join(" "));
         let prepared = prepare(None, &body);
         assert!(prepared.segments.len() >= 3, "{:?}", prepared.segments);
         assert!(prepared.segments.iter().all(|s| s.split_whitespace().count() <= SEGMENT_WORDS));
-        assert_eq!(prepared.segments.last().unwrap(), "Security note: someone logged into our admin account from Brazil.");
+        assert_eq!(
+            prepared.segments.last().unwrap(),
+            "Security note: someone logged into our admin account from Brazil."
+        );
     }
 
     #[test]

@@ -83,8 +83,16 @@ pub fn score(
     signals
 }
 
+/// Messages this short ("We're on Team.", "ok") give a model too little to read: its score is
+/// damped in proportion, and phrases (and `alone` words) decide.
+const SHORT_WORDS: usize = 4;
+
 fn text_signal(policy: &Policy, kind: SignalKind, rule: TextRule<'_>, reading: &Reading, text: &str) -> Signal {
-    let model = reading.strongest(SIGNALS_HEAD, kind.as_str());
+    let mut model = reading.strongest(SIGNALS_HEAD, kind.as_str());
+    let words = text.split_whitespace().count();
+    if words < SHORT_WORDS {
+        model.score *= words as f32 / SHORT_WORDS as f32;
+    }
     let mut said = affirmed(text, rule.phrases, &policy.negation.words, policy.negation.window);
     if text.split_whitespace().count() <= ALONE_MAX_WORDS {
         said.extend(matches(text, rule.alone));
@@ -125,7 +133,9 @@ fn add_systems(policy: &Policy, signal: &mut Signal, conversation_text: &str) {
 fn high_value(policy: &Policy, account: &AccountContext, standing: Option<&AccountStanding>) -> Signal {
     let rules = &policy.accounts;
     let mut reasons = Vec::new();
-    if let Some(plan) = account.plan.as_deref().filter(|p| rules.high_value_plans.iter().any(|h| h.eq_ignore_ascii_case(p))) {
+    if let Some(plan) =
+        account.plan.as_deref().filter(|p| rules.high_value_plans.iter().any(|h| h.eq_ignore_ascii_case(p)))
+    {
         reasons.push(format!("{plan} plan"));
     }
     if account.vip {

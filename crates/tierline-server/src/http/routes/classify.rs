@@ -12,6 +12,7 @@ use crate::http::error::{within_deadline, ApiError, ErrorBody};
 use crate::http::extract::ApiJson;
 use crate::http::state::AppState;
 use tierline_support::conversation::Ticket;
+use tierline_support::triage::language;
 
 /// Stateless triage: `texts` get the heads' scores; `tickets` get signals, tier, queue, reasons, and an answer (auto) or a draft (assist).
 #[utoipa::path(
@@ -39,7 +40,14 @@ pub async fn classify(
     match (request.texts, request.tickets) {
         (Some(texts), None) => {
             validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+            let fallback = state.support().policy().first_language().to_string();
+            let languages: Vec<String> = texts.iter().map(|t| language::detect(t, &fallback)).collect();
             let results = within_deadline(timeout, models.classifier.classify(texts, request.top_k)).await?;
+            let results = results
+                .into_iter()
+                .zip(languages)
+                .map(|(classification, language)| ClassifiedText { classification, language })
+                .collect();
             Ok(Json(ClassifyResponse { results, models: models.classifier.versions() }).into_response())
         }
         (None, Some(tickets)) => {
