@@ -220,7 +220,7 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     .enumerate()
     {
         let id = format!("conv_bad{i}");
-        store.create_conversation(&id, &json!({}), &Default::default()).await.unwrap();
+        store.create_conversation(&id, &json!({}), &Default::default(), None).await.unwrap();
         let message =
             NewMessage { role: Role::Customer, author: None, text: text.clone(), detail: None, embedding: None };
         let feedback = vec![NewFeedback {

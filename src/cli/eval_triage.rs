@@ -72,8 +72,9 @@ impl Service {
         let store = tierline::store::open(&dir.join("eval.db")).await?;
         let mut anomaly = config.anomaly.clone();
         anomaly.enabled = false;
-        let alerting = Alerting::new(store.clone(), anomaly, "", 1);
-        let support = Support::new(store, config.support.policy.clone(), alerting)?;
+        let events = tierline::conversation::Events::default();
+        let alerting = Alerting::new(store.clone(), anomaly, "", 1, events.clone());
+        let support = Support::new(store, config.support.policy.clone(), alerting, events)?;
         let settings = config.infer();
         let kb_config = config.kb.clone();
         let index_root = dir.join("kb");

@@ -13,7 +13,7 @@ use crate::http::{self, AppState};
 use tierline_infer::classify;
 use tierline_infer::head_versions::HeadVersions;
 use tierline_infer::EngineMetrics;
-use tierline_support::conversation::Support;
+use tierline_support::conversation::{Events, Support};
 use tierline_support::insights::alerts::Alerting;
 use tierline_support::kb::KnowledgeBase;
 
@@ -27,13 +27,15 @@ pub async fn run(
     let registry = Registry::new();
     // Storage and policy first: a bad policy or an unreadable database stops the start at once.
     let store = tierline_support::store::open(&config.database_path()).await?;
+    let events = Events::default();
     let alerting = Alerting::new(
         store.clone(),
         config.anomaly.clone(),
         &config.support.alert_webhook_url,
         config.support.alert_webhook_attempts,
+        events.clone(),
     );
-    let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting)?);
+    let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting, events)?);
     let sweeper = support.spawn_sweeper();
     let replay = replay_tickets(support.clone());
     #[cfg(unix)]

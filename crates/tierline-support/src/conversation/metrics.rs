@@ -97,7 +97,22 @@ pub struct SupportReport {
     pub overall: QueueMetrics,
     /// By the conversation's queue (`unrouted` when it never had one).
     pub by_queue: BTreeMap<String, QueueMetrics>,
+    /// The window in equal buckets, oldest first: how escalation and AI resolution move.
+    pub series: Vec<SeriesPoint>,
 }
+
+/// One bucket of the window.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SeriesPoint {
+    pub from: i64,
+    pub to: i64,
+    pub conversations: usize,
+    pub escalation_rate: Option<f64>,
+    pub ai_resolution_rate: Option<f64>,
+}
+
+/// Buckets in a series.
+const SERIES_BUCKETS: i64 = 7;
 
 fn ratio(numerator: usize, denominator: usize) -> Option<f64> {
     (denominator > 0).then(|| numerator as f64 / denominator as f64)
@@ -163,7 +178,31 @@ pub fn report(rows: &[ConversationRow], window: Window, from: i64, to: i64) -> S
         to,
         overall: compute(rows),
         by_queue: grouped.iter().map(|(queue, rows)| (queue.clone(), compute(rows))).collect(),
+        series: series(rows, from, to),
     }
+}
+
+/// `[from, to)` in `SERIES_BUCKETS` buckets (from the first conversation when the window is
+/// everything).
+fn series(rows: &[ConversationRow], from: i64, to: i64) -> Vec<SeriesPoint> {
+    let start = if from == 0 { rows.iter().map(|r| r.created_at).min().unwrap_or(to) } else { from };
+    let width = ((to - start) / SERIES_BUCKETS).max(1);
+    (0..SERIES_BUCKETS)
+        .map(|i| {
+            let (bucket_from, bucket_to) =
+                (start + i * width, if i + 1 == SERIES_BUCKETS { to } else { start + (i + 1) * width });
+            let bucket: Vec<ConversationRow> =
+                rows.iter().filter(|r| r.created_at >= bucket_from && r.created_at < bucket_to).cloned().collect();
+            let metrics = compute(&bucket);
+            SeriesPoint {
+                from: bucket_from,
+                to: bucket_to,
+                conversations: metrics.conversations,
+                escalation_rate: metrics.escalation_rate,
+                ai_resolution_rate: metrics.ai_resolution_rate,
+            }
+        })
+        .collect()
 }
 
 /// The report as a plain-text table (for `tierline report`).

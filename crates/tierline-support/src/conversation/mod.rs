@@ -5,6 +5,7 @@
 //! stored before the caller gets an answer.
 
 pub mod calibration;
+pub mod events;
 pub mod handoff;
 pub mod metrics;
 mod replies;
@@ -20,6 +21,7 @@ use tierline_infer::classify::{Classifier, TextClassification};
 use tierline_infer::sync::RwLockExt;
 use tierline_infer::EngineError;
 
+pub use events::{Event, Events};
 pub use resolution::{Resolution, Resolved, ResolvedBy};
 
 use crate::clock::{new_id, now_ms};
@@ -133,7 +135,7 @@ pub struct TicketTriage {
     /// For `auto`: the answer with its citations.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub answer: Option<crate::kb::Answer>,
-    /// For `assist`: a draft reply for a person to review.
+    /// For `assist` and `human`: a draft reply for the person who answers.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draft: Option<String>,
 }
@@ -141,17 +143,46 @@ pub struct TicketTriage {
 /// Conversations past the time limit handed over per sweep (the next sweep takes the rest).
 const SWEEP_BATCH: usize = 500;
 
+/// A queue as agents see it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct QueueSummary {
+    pub queue: String,
+    pub waiting: usize,
+    pub oldest_wait_secs: f64,
+    /// The policy's time-to-human target for this queue.
+    pub target_secs: u64,
+}
+
+/// A conversation opened from a customer's browser, with the token that opens it (and only it).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ChatStarted {
+    pub conversation_id: String,
+    /// `ct_...`: shown once; only its hash is stored.
+    pub token: String,
+}
+
 pub struct Support {
     store: Arc<dyn Store>,
     alerting: Arc<Alerting>,
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
+    events: Events,
 }
 
 impl Support {
-    pub fn new(store: Arc<dyn Store>, policy_path: PathBuf, alerting: Alerting) -> anyhow::Result<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        policy_path: PathBuf,
+        alerting: Alerting,
+        events: Events,
+    ) -> anyhow::Result<Self> {
         let policy = Policy::load(&policy_path)?;
-        Ok(Self { store, alerting: Arc::new(alerting), policy: RwLock::new(Arc::new(policy)), policy_path })
+        Ok(Self { store, alerting: Arc::new(alerting), policy: RwLock::new(Arc::new(policy)), policy_path, events })
+    }
+
+    /// What happens in conversations, for live screens.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -175,7 +206,118 @@ impl Support {
         customer: serde_json::Value,
         account: &AccountContext,
     ) -> Result<ConversationRow, SupportError> {
-        Ok(self.store.create_conversation(&new_id("conv"), &customer, account).await?)
+        Ok(self.store.create_conversation(&new_id("conv"), &customer, account, None).await?)
+    }
+
+    /// A conversation for a customer's browser, and its token.
+    pub async fn start_chat(
+        &self,
+        customer: serde_json::Value,
+        account: &AccountContext,
+    ) -> Result<ChatStarted, SupportError> {
+        let token = format!("ct_{}", crate::clock::random_hex(32)?);
+        let hash = crate::access::hash(&token);
+        let row = self.store.create_conversation(&new_id("conv"), &customer, account, Some(&hash)).await?;
+        Ok(ChatStarted { conversation_id: row.id, token })
+    }
+
+    /// The conversation a customer token opens, if any.
+    pub async fn conversation_for_token(&self, token: &str) -> Result<Option<String>, SupportError> {
+        Ok(self.store.conversation_by_token(&crate::access::hash(token)).await?)
+    }
+
+    /// The customer pressed "talk to a person": hand over now, whatever the models say (this
+    /// needs none of them). Asking again while a person owns it changes nothing.
+    pub async fn escalate(&self, id: &str) -> Result<Turn, SupportError> {
+        let _turn = self.store.lock_conversation(id).await?;
+        let (conversation, _) = self.load(id).await?;
+        let policy = self.policy();
+        let queue = conversation.queue.clone().unwrap_or_else(|| policy.default_queue.clone());
+        let reason = crate::triage::Reason::new(
+            ReasonCode::HumanRequested,
+            "the customer pressed \"Talk to a person\"",
+            Some(1.0),
+        );
+        let decision = Decision {
+            tier: Tier::Human,
+            queue: queue.clone(),
+            confidence: 1.0,
+            reasons: vec![reason],
+            signals: Vec::new(),
+            language: None,
+            kind: None,
+        };
+        let reply = Reply { text: replies::handoff(&decision), ai_generated: true, citations: Vec::new() };
+        if conversation.status.with_person() {
+            return Ok(Turn {
+                conversation_id: id.to_string(),
+                status: conversation.status,
+                handoff: false,
+                reply: Some(reply),
+                decision,
+            });
+        }
+        let reopened = conversation.status == Status::Resolved;
+        let change = Change {
+            status: Some(Status::Waiting),
+            tier: Some(Tier::Human),
+            queue: Some(queue.clone()),
+            escalated: Some(ReasonCode::HumanRequested),
+            reopened,
+            restart_escalation: reopened,
+            ..Default::default()
+        };
+        let note = NewMessage::system("The customer asked for a person.".into(), ReasonCode::HumanRequested);
+        let ai = NewMessage::ai(reply.text.clone(), crate::store::AiReply { citations: Vec::new(), handoff: true });
+        self.store.record(id, vec![note, ai], change).await?;
+        self.events.publish(Event::Handoff {
+            conversation_id: id.into(),
+            queue,
+            reason: ReasonCode::HumanRequested,
+            at: now_ms(),
+        });
+        tracing::info!(conversation = id, "handed off: the customer pressed the button");
+        Ok(Turn {
+            conversation_id: id.to_string(),
+            status: Status::Waiting,
+            handoff: true,
+            reply: Some(reply),
+            decision,
+        })
+    }
+
+    /// The customer's own rating of a resolved conversation (1-5), kept as its CSAT.
+    pub async fn rate(&self, id: &str, csat: u8) -> Result<ConversationRow, SupportError> {
+        if !(1..=5).contains(&csat) {
+            return Err(SupportError::Invalid { field: "csat", message: "`csat` must be between 1 and 5".into() });
+        }
+        let _turn = self.store.lock_conversation(id).await?;
+        let (conversation, _) = self.load(id).await?;
+        if conversation.status != Status::Resolved {
+            return Err(SupportError::Conflict(format!("conversation `{id}` is not resolved yet; rate it once it is")));
+        }
+        self.store.record(id, Vec::new(), Change { csat: Some(csat), ..Default::default() }).await?;
+        Ok(self.load(id).await?.0)
+    }
+
+    /// Every queue of the policy, with how many wait and for how long.
+    pub async fn queue_summaries(&self) -> Result<Vec<QueueSummary>, SupportError> {
+        let policy = self.policy();
+        let counts = self.store.waiting_counts().await?;
+        let now = now_ms();
+        Ok(policy
+            .queues
+            .iter()
+            .map(|queue| {
+                let count = counts.iter().find(|c| &c.queue == queue);
+                QueueSummary {
+                    queue: queue.clone(),
+                    waiting: count.map_or(0, |c| c.waiting),
+                    oldest_wait_secs: count.map_or(0.0, |c| (now - c.oldest_escalated_at).max(0) as f64 / 1000.0),
+                    target_secs: policy.queue_target(queue),
+                }
+            })
+            .collect())
     }
 
     pub async fn view(&self, id: &str) -> Result<ConversationView, SupportError> {
@@ -205,7 +347,8 @@ impl Support {
             first_human_reply: true,
             ..Default::default()
         };
-        self.store.record(id, vec![NewMessage::agent(agent, text)], change).await?;
+        self.store.record(id, vec![NewMessage::agent(agent.clone(), text.clone())], change).await?;
+        self.events.publish(Event::AgentReply { conversation_id: id.into(), agent, text, at: now_ms() });
         Ok(self.load(id).await?.0)
     }
 
@@ -359,6 +502,12 @@ impl Support {
         };
         let handed = self.store.record(id, vec![note], change).await?;
         if handed {
+            self.events.publish(Event::Handoff {
+                conversation_id: id.into(),
+                queue: queue.clone(),
+                reason: ReasonCode::TimeLimit,
+                at: now_ms(),
+            });
             tracing::info!(conversation = %id, %queue, "handed off: time limit");
         }
         Ok(handed)

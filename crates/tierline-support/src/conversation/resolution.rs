@@ -85,6 +85,7 @@ impl Support {
             _ => None,
         };
         let (conversation, _) = self.load(id).await?;
+        self.events.publish(super::Event::Resolved { conversation_id: id.into(), at: crate::clock::now_ms() });
         Ok(Resolved { conversation, knowledge_base_article })
     }
 

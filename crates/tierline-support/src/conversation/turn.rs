@@ -10,7 +10,8 @@
 //! The turn holds the conversation's lock from the first read to the commit, so turns of one
 //! conversation never interleave.
 
-use super::{replies, Models, Reply, Support, SupportError, Ticket, TicketTriage, Turn};
+use super::{replies, Event, Models, Reply, Support, SupportError, Ticket, TicketTriage, Turn};
+use crate::clock::now_ms;
 use crate::store::{AiReply, Change, ConversationRow, MessageRow, NewMessage, Role, Status, StoredDecision};
 use crate::triage::{self, phrases, signals, Channel, Decision, Policy, Reading, Reason, ReasonCode, Tier};
 
@@ -61,11 +62,25 @@ impl Support {
             let detail = AiReply { citations: reply.citations.clone(), handoff: planned.handoff };
             messages.push(NewMessage::ai(reply.text.clone(), detail));
         }
+        let published: Vec<Event> = messages
+            .iter()
+            .map(|m| Event::Message { conversation_id: id.into(), role: m.role, text: m.text.clone(), at: now_ms() })
+            .collect();
         self.store.record(id, messages, planned.change).await?;
+        for event in published {
+            self.events.publish(event);
+        }
         if first_ticket {
             self.watch_for_spikes().await;
         }
         if planned.handoff {
+            let reason = planned.decision.reasons.first().map_or(ReasonCode::HumanRequested, |r| r.code);
+            self.events.publish(Event::Handoff {
+                conversation_id: id.into(),
+                queue: planned.decision.queue.clone(),
+                reason,
+                at: now_ms(),
+            });
             tracing::info!(conversation = id, tier = planned.decision.tier.as_str(), queue = %planned.decision.queue, "handed off");
         }
         Ok(Turn {
@@ -168,10 +183,10 @@ impl Support {
                 _ => None,
             };
             let decision = triage::decide(&policy, &reading, Channel::Ticket, signals, Vec::new(), answer.as_ref());
+            // A person answers `assist` and `human` tickets; the AI prepares the draft for both.
             let (answer, draft) = match decision.tier {
                 Tier::Auto => (answer, None),
-                Tier::Assist => (None, Some(replies::draft(&decision, answer.as_ref()))),
-                Tier::Human => (None, None),
+                Tier::Assist | Tier::Human => (None, Some(replies::draft(&decision, answer.as_ref()))),
             };
             results.push(TicketTriage { classification: reading.whole, decision, answer, draft });
         }

@@ -12,6 +12,7 @@ use tierline_infer::sync::MutexExt;
 
 use super::anomaly::{Alert, AlertChange, AnomalyConfig, Detector, TicketEvent};
 use crate::clock::now_ms;
+use crate::conversation::{Event, Events};
 use crate::store::{Store, StoreResult, StoredTicket};
 
 /// Alerts waiting for the webhook beyond this are dropped (and logged): a dead receiver must not
@@ -28,6 +29,7 @@ pub struct Alerting {
     state: tokio::sync::Mutex<Watch>,
     webhook: Option<SyncSender<Alert>>,
     enabled: bool,
+    events: Events,
 }
 
 struct Watch {
@@ -37,11 +39,11 @@ struct Watch {
 
 impl Alerting {
     /// `webhook_url` empty: no webhook.
-    pub fn new(store: Arc<dyn Store>, config: AnomalyConfig, webhook_url: &str, attempts: u32) -> Self {
+    pub fn new(store: Arc<dyn Store>, config: AnomalyConfig, webhook_url: &str, attempts: u32, events: Events) -> Self {
         let webhook = (!webhook_url.is_empty()).then(|| spawn_webhook(webhook_url.to_string(), attempts));
         let enabled = config.enabled;
         let watch = Watch { detector: Arc::new(Mutex::new(Detector::new(config))), last_ticket: 0 };
-        Self { store, state: tokio::sync::Mutex::new(watch), webhook, enabled }
+        Self { store, state: tokio::sync::Mutex::new(watch), webhook, enabled, events }
     }
 
     pub fn enabled(&self) -> bool {
@@ -102,6 +104,11 @@ impl Alerting {
                         summary = %alert.summary,
                         "anomaly alert raised"
                     );
+                    self.events.publish(Event::Alert {
+                        id: alert.id.clone(),
+                        summary: alert.summary.clone(),
+                        count: alert.count,
+                    });
                     self.send(alert);
                 }
             }

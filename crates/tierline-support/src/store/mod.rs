@@ -54,12 +54,21 @@ pub trait Store: Send + Sync + 'static {
 
     // Conversations and their messages.
 
+    /// Creates a conversation; `token_hash` (SHA-256 of a customer token) lets a customer's own
+    /// browser open it and nothing else.
     async fn create_conversation(
         &self,
         id: &str,
         customer: &serde_json::Value,
         account: &crate::triage::AccountContext,
+        token_hash: Option<&str>,
     ) -> StoreResult<ConversationRow>;
+
+    /// The conversation a customer token opens.
+    async fn conversation_by_token(&self, token_hash: &str) -> StoreResult<Option<String>>;
+
+    /// Per queue: how many conversations wait for a person, and since when the oldest waits.
+    async fn waiting_counts(&self) -> StoreResult<Vec<WaitingCount>>;
 
     async fn conversation(&self, id: &str) -> StoreResult<Option<ConversationRow>>;
 

@@ -241,6 +241,15 @@ impl NewMessage {
     }
 }
 
+/// How many conversations wait in one queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaitingCount {
+    pub queue: String,
+    pub waiting: usize,
+    /// When the oldest of them was escalated (ms).
+    pub oldest_escalated_at: i64,
+}
+
 /// Changes to a conversation made together with new messages, in one transaction.
 #[derive(Debug, Clone, Default)]
 pub struct Change {
@@ -255,6 +264,8 @@ pub struct Change {
     pub first_human_reply: bool,
     /// Who resolved it (`ai`, `human`, `human:<agent>`) and the CSAT.
     pub resolved: Option<(String, Option<u8>)>,
+    /// A CSAT given after the resolution (the customer's own rating).
+    pub csat: Option<u8>,
     pub outcome: Option<ResolutionOutcome>,
     /// A customer wrote after a resolution: count it and clear the resolution time.
     pub reopened: bool,

@@ -203,6 +203,21 @@ pub fn issue_queue(policy: &Policy, reading: &Reading) -> String {
     if let Some((queue, _)) = reading.label(QUEUE_HEAD).filter(|(q, _)| policy.queues.contains(q)) {
         return queue;
     }
+    topic_queue(policy, reading)
+}
+
+/// The queue a signal sending to "the issue's queue" picks: the `queue` head when it is sure of
+/// one, else `default_queue`.
+fn sure_issue_queue(policy: &Policy, reading: &Reading) -> String {
+    match reading.label(QUEUE_HEAD).filter(|(q, _)| policy.queues.contains(q)) {
+        Some((queue, score)) if score >= policy.min_issue_queue_confidence => queue,
+        Some(_) => policy.default_queue.clone(),
+        None => topic_queue(policy, reading),
+    }
+}
+
+/// The topic head's queue (`topic_queues`), else `default_queue`.
+fn topic_queue(policy: &Policy, reading: &Reading) -> String {
     reading
         .whole
         .label("topic")
@@ -264,7 +279,7 @@ pub fn decide(
         let action = policy.signals.action(signal_kind);
         let signal_queue = match &action.queue {
             QueueChoice::Named(named) => named.clone(),
-            QueueChoice::OfIssue => issue.clone(),
+            QueueChoice::OfIssue => sure_issue_queue(policy, reading),
         };
         if queue.is_none() || action.tier > tier {
             queue = Some(signal_queue);

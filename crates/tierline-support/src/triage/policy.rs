@@ -133,6 +133,12 @@ pub struct Policy {
     pub self_service_kinds: Vec<String>,
     /// Below this probability of its best label the `kind` head is not trusted: `assist`.
     pub min_kind_confidence: f32,
+    /// A signal that goes to "the queue of the issue" goes there when the `queue` head is at
+    /// least this sure; otherwise to `default_queue` (a person request about nothing in particular).
+    pub min_issue_queue_confidence: f32,
+    /// Time-to-human target per queue, in seconds (agent screens colour waits by it).
+    #[serde(default)]
+    pub queue_targets: BTreeMap<String, u64>,
     pub conversation: ConversationRules,
     /// Words that negate a phrase right before it ("no need for a human").
     pub negation: NegationRule,
@@ -194,8 +200,9 @@ pub struct NegationRule {
 pub enum QueueChoice {
     /// This queue.
     Named(String),
-    /// The queue of the issue itself (the `queue` head, else the topic's queue): for anger, a
-    /// complaint or a high-value account, the team that owns what it is about.
+    /// The queue of the issue itself (the `queue` head when it is sure, else `default_queue`):
+    /// for anger, a complaint, a person request or a high-value account, the team that owns what
+    /// it is about.
     OfIssue,
 }
 
@@ -388,6 +395,11 @@ impl Policy {
         Ok(policy)
     }
 
+    /// The time-to-human target of `queue` (30 minutes when the policy names none).
+    pub fn queue_target(&self, queue: &str) -> u64 {
+        self.queue_targets.get(queue).copied().unwrap_or(1800)
+    }
+
     /// The help center's first language: what a message too short to tell is taken to be in.
     pub fn first_language(&self) -> &str {
         self.languages.first().map_or("en", String::as_str)
@@ -406,6 +418,9 @@ impl Policy {
         let mut queue_refs: Vec<(String, &str)> = vec![("default_queue".into(), self.default_queue.as_str())];
         for (topic, queue) in &self.topic_queues {
             queue_refs.push((format!("topic_queues.{topic}"), queue));
+        }
+        for queue in self.queue_targets.keys() {
+            queue_refs.push((format!("queue_targets.{queue}"), queue));
         }
         for (language, queue) in &self.language_queues {
             queue_refs.push((format!("language_queues.{language}"), queue));
@@ -426,6 +441,7 @@ impl Policy {
             }
         }
         probability("min_kind_confidence", self.min_kind_confidence)?;
+        probability("min_issue_queue_confidence", self.min_issue_queue_confidence)?;
         probability("conversation.repeat_similarity", self.conversation.repeat_similarity)?;
         probability("conversation.new_question_similarity", self.conversation.new_question_similarity)?;
         probability("conversation.repeat_similarity_same_answer", self.conversation.repeat_similarity_same_answer)?;

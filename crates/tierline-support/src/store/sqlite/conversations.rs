@@ -112,12 +112,41 @@ fn query_conversations(db: &Connection, sql: &str, args: impl rusqlite::Params) 
     rows.into_iter().map(RawConversation::parse).collect()
 }
 
-pub fn create(db: &Connection, id: &str, customer: &str, account: &str) -> StoreResult<ConversationRow> {
+pub fn create(
+    db: &Connection,
+    id: &str,
+    customer: &str,
+    account: &str,
+    token_hash: Option<&str>,
+) -> StoreResult<ConversationRow> {
     db.execute(
-        "INSERT INTO conversations (id, created_at, updated_at, status, customer, account) VALUES (?1, ?2, ?2, 'ai', ?3, ?4)",
-        params![id, now_ms(), customer, account],
+        "INSERT INTO conversations (id, created_at, updated_at, status, customer, account, token_hash)
+         VALUES (?1, ?2, ?2, 'ai', ?3, ?4, ?5)",
+        params![id, now_ms(), customer, account, token_hash],
     )?;
     get(db, id)?.ok_or_else(|| StoreError::Other(anyhow::anyhow!("the conversation just stored is missing")))
+}
+
+pub fn by_token(db: &Connection, token_hash: &str) -> StoreResult<Option<String>> {
+    Ok(db
+        .prepare_cached("SELECT id FROM conversations WHERE token_hash = ?1")?
+        .query_row([token_hash], |row| row.get(0))
+        .optional()?)
+}
+
+pub fn waiting_counts(db: &Connection) -> StoreResult<Vec<WaitingCount>> {
+    let mut statement = db.prepare_cached(
+        "SELECT queue, COUNT(*), MIN(COALESCE(escalated_at, updated_at)) FROM conversations
+         WHERE status = 'waiting' AND queue IS NOT NULL GROUP BY queue ORDER BY queue",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok(WaitingCount {
+            queue: row.get(0)?,
+            waiting: row.get::<_, i64>(1)? as usize,
+            oldest_escalated_at: row.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn get(db: &Connection, id: &str) -> StoreResult<Option<ConversationRow>> {
@@ -215,6 +244,9 @@ pub fn record(db: &mut Connection, id: &str, messages: &[NewMessage], change: &C
             "UPDATE conversations SET resolved_at = ?2, resolved_by = ?3, csat = ?4 WHERE id = ?1",
             params![id, now, by, csat],
         )?;
+    }
+    if let Some(csat) = change.csat {
+        tx.execute("UPDATE conversations SET csat = ?2 WHERE id = ?1", params![id, csat])?;
     }
     if let Some(outcome) = &change.outcome {
         tx.execute(

@@ -150,9 +150,20 @@ impl Store for SqliteStore {
         id: &str,
         customer: &serde_json::Value,
         account: &AccountContext,
+        token_hash: Option<&str>,
     ) -> StoreResult<ConversationRow> {
         let (id, customer, account) = (id.to_string(), customer.to_string(), serde_json::to_string(account)?);
-        self.write(move |db| conversations::create(db, &id, &customer, &account)).await
+        let token_hash = token_hash.map(String::from);
+        self.write(move |db| conversations::create(db, &id, &customer, &account, token_hash.as_deref())).await
+    }
+
+    async fn conversation_by_token(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        let hash = token_hash.to_string();
+        self.read(move |db| conversations::by_token(db, &hash)).await
+    }
+
+    async fn waiting_counts(&self) -> StoreResult<Vec<WaitingCount>> {
+        self.read(conversations::waiting_counts).await
     }
 
     async fn conversation(&self, id: &str) -> StoreResult<Option<ConversationRow>> {
@@ -294,7 +305,7 @@ mod tests {
         let path = dir.path().join("tierline.db");
         let store = SqliteStore::open(&path).unwrap();
         let account = AccountContext { id: Some("acme".into()), plan: Some("enterprise".into()), ..Default::default() };
-        store.create_conversation("c1", &serde_json::json!({"name": "Ada"}), &account).await.unwrap();
+        store.create_conversation("c1", &serde_json::json!({"name": "Ada"}), &account, None).await.unwrap();
         let change = Change {
             status: Some(Status::Waiting),
             queue: Some("billing".into()),
@@ -323,7 +334,7 @@ mod tests {
     async fn a_conditional_change_writes_nothing_when_the_status_moved_on() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
-        store.create_conversation("c1", &serde_json::json!({}), &AccountContext::default()).await.unwrap();
+        store.create_conversation("c1", &serde_json::json!({}), &AccountContext::default(), None).await.unwrap();
         let hand_over = || Change {
             status: Some(Status::Waiting),
             only_if_status: Some(Status::Ai),
@@ -341,7 +352,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let store = SqliteStore::open(&path).unwrap();
-        store.create_conversation("c1", &serde_json::json!({}), &AccountContext::default()).await.unwrap();
+        store.create_conversation("c1", &serde_json::json!({}), &AccountContext::default(), None).await.unwrap();
         store.record("c1", vec![customer("hello")], Change::default()).await.unwrap();
         let raw = Connection::open(&path).unwrap();
         raw.execute("UPDATE messages SET decision = '{\"tier\": 7}'", []).unwrap();

@@ -71,4 +71,7 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE messages SET first_of_conversation = 1 WHERE id IN
         (SELECT MIN(id) FROM messages WHERE role = 'customer' GROUP BY conversation_id);
     CREATE INDEX messages_tickets ON messages(first_of_conversation, id);",
+    // 5: a customer token (its SHA-256) per conversation, for the chat widget.
+    "ALTER TABLE conversations ADD COLUMN token_hash TEXT;
+    CREATE UNIQUE INDEX conversations_by_token ON conversations(token_hash) WHERE token_hash IS NOT NULL;",
 ];
