@@ -192,6 +192,11 @@ function safeUrl(url) {
   }
 }
 
+/** Help-center Markdown's `**bold**` as <strong> nodes; everything else stays plain text. */
+function richText(text) {
+  return text.split('**').map((part, i) => (i % 2 === 1 ? el('strong', null, part) : part));
+}
+
 /** One `.msg` ({role, author, text, at, citations}); `customerName`: "You" or "Customer". */
 function messageEl(message, customerName) {
   const role = ['customer', 'ai', 'agent', 'system'].includes(message.role) ? message.role : 'system';
@@ -202,7 +207,7 @@ function messageEl(message, customerName) {
       role === 'ai' && el('span', { class: 'badge', title: 'Written by an AI assistant' }, 'AI'),
       el('span', { class: 'author' }, author),
       message.at ? el('time', null, fmtTime(message.at)) : null),
-    el('div', { class: 'msg-text' }, message.text || ''),
+    el('div', { class: 'msg-text' }, richText(message.text || '')),
     citations.length > 0 && el('div', { class: 'citations' },
       el('span', { class: 'label' }, 'Sources:'), citations.map(citationLink)));
 }

@@ -40,7 +40,13 @@ pub async fn run(
     let replay = replay_tickets(support.clone());
     #[cfg(unix)]
     let reloader = reload_policy_on_sighup(support.clone());
-    let state = AppState::new(config.server.clone(), support, config.support.auth, registry.clone())?;
+    let state = AppState::new(
+        config.server.clone(),
+        support,
+        config.support.auth,
+        config.support.public_chat,
+        registry.clone(),
+    )?;
     let engine_metrics = EngineMetrics::register(&registry)?;
     let head_watch = watch_head_versions(state.clone(), config.clone());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);

@@ -17,6 +17,10 @@ pub struct SupportConfig {
     pub alert_webhook_url: String,
     /// Attempts per alert before the webhook gives up (backoff 1 s, 2 s, 4 s...).
     pub alert_webhook_attempts: u32,
+    /// Whether a customer's browser may start a chat (`POST /v1/chat/conversations`) without a
+    /// key; off: the host page's backend starts it with a helpdesk key and hands the widget the
+    /// token.
+    pub public_chat: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -35,6 +39,7 @@ impl Default for SupportConfig {
             auth: AuthMode::Auto,
             alert_webhook_url: String::new(),
             alert_webhook_attempts: 5,
+            public_chat: true,
         }
     }
 }

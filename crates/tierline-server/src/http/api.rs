@@ -71,6 +71,28 @@ pub struct CreateConversation {
     pub account: AccountContext,
 }
 
+/// A customer's rating of a resolved conversation.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rating {
+    /// 1 (bad) to 5 (great).
+    #[schema(minimum = 1, maximum = 5)]
+    pub csat: u8,
+}
+
+/// Every queue with its waiting count.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QueuesResponse {
+    pub queues: Vec<tierline_support::conversation::QueueSummary>,
+}
+
+/// What the resolve form offers: the policy's queues and the topic head's labels.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PolicyQueues {
+    pub queues: Vec<String>,
+    pub topics: Vec<String>,
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerMessage {

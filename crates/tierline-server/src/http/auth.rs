@@ -13,13 +13,60 @@ use super::error::ApiError;
 use super::state::AppState;
 use tierline_support::access::{self, Scope};
 use tierline_support::settings::AuthMode;
+use tierline_support::store::ApiKeyRow;
+
+/// Who is calling, as the auth layer established it (a request extension of every guarded route).
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Keys are not enforced (`support.auth = "off"`, or `auto` before the first key).
+    Open,
+    Key(ApiKeyRow),
+    /// A customer's browser, with the token of its one conversation.
+    Customer {
+        conversation_id: String,
+    },
+}
+
+impl Caller {
+    /// Whether the caller may open conversation `id`.
+    pub fn may_open(&self, id: &str) -> bool {
+        match self {
+            Caller::Customer { conversation_id } => conversation_id == id,
+            Caller::Open | Caller::Key(_) => true,
+        }
+    }
+
+    /// Whether the caller sees agents' events (alerts, every queue).
+    pub fn is_staff(&self) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => access::allows(key, &[Scope::Agent]),
+            Caller::Customer { .. } => false,
+        }
+    }
+}
 
 /// `route`, callable only with a key holding one of `scopes` (admin holds every scope).
 pub fn guarded(state: &AppState, scopes: &'static [Scope], route: MethodRouter<AppState>) -> MethodRouter<AppState> {
     route.route_layer(middleware::from_fn_with_state(state.clone(), move |state, request, next| {
-        require_key(state, scopes, request, next)
+        require_key(state, scopes, false, request, next)
     }))
 }
+
+/// As `guarded`, and also callable with a customer's conversation token (`ct_...`): the
+/// handler sees `Caller::Customer` and must keep it to that conversation.
+pub fn guarded_or_customer(
+    state: &AppState,
+    scopes: &'static [Scope],
+    route: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
+    route.route_layer(middleware::from_fn_with_state(state.clone(), move |state, request, next| {
+        require_key(state, scopes, true, request, next)
+    }))
+}
+
+/// The prefix of customer conversation tokens.
+const CUSTOMER_TOKEN: &str = "ct_";
 
 fn presented_key(request: &Request) -> Option<&str> {
     let value = request.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -29,11 +76,24 @@ fn presented_key(request: &Request) -> Option<&str> {
 async fn require_key(
     State(state): State<AppState>,
     accepted: &'static [Scope],
-    request: Request,
+    customers: bool,
+    mut request: Request,
     next: Next,
 ) -> Response {
+    if let Some(token) = presented_key(&request).filter(|k| customers && k.starts_with(CUSTOMER_TOKEN)) {
+        return match state.support().conversation_for_token(token).await {
+            Ok(Some(conversation_id)) => {
+                request.extensions_mut().insert(Caller::Customer { conversation_id });
+                next.run(request).await
+            }
+            Ok(None) => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the conversation token is not valid")
+                .into_response(),
+            Err(err) => ApiError::from(err).into_response(),
+        };
+    }
     let mode = state.auth();
     if mode == AuthMode::Off {
+        request.extensions_mut().insert(Caller::Open);
         return next.run(request).await;
     }
     let store = state.support().store();
@@ -45,6 +105,7 @@ async fn require_key(
         },
     };
     if !enforced {
+        request.extensions_mut().insert(Caller::Open);
         return next.run(request).await;
     }
     let key = match presented_key(&request) {
@@ -74,5 +135,6 @@ async fn require_key(
         );
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
     }
+    request.extensions_mut().insert(Caller::Key(key));
     next.run(request).await
 }

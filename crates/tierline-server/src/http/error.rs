@@ -52,6 +52,18 @@ impl ApiError {
         Self { retry_after_secs: Some(5), ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message) }
     }
 
+    /// Every live-event stream is taken.
+    pub fn overloaded_streams() -> Self {
+        Self {
+            retry_after_secs: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                "too many event streams are open; retry later",
+            )
+        }
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self

@@ -17,7 +17,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use tierline_support::access::Scope;
 
-use auth::guarded;
+use auth::{guarded, guarded_or_customer};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -33,6 +33,11 @@ pub fn router(state: AppState) -> Router {
     let agent: &'static [Scope] = &[Agent];
     let either: &'static [Scope] = &[Helpdesk, Agent];
     let admin: &'static [Scope] = &[Admin];
+    // Customers' browsers may start a chat without a key unless the operator turned that off.
+    let chat_start = match state.public_chat() {
+        true => post(routes::chat::start),
+        false => guarded(s, helpdesk, post(routes::chat::start)),
+    };
     Router::new()
         // Public: probes, metrics, the API document.
         .route("/health", get(routes::health::health))
@@ -40,6 +45,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
+        // The screens: public pages; every call they make carries a key or a conversation token.
+        .route("/chat", get(routes::pages::chat))
+        .route("/console", get(routes::pages::console))
+        .route("/dashboard", get(routes::pages::dashboard))
+        .route("/widget.js", get(routes::pages::widget))
+        .route("/assets/{name}", get(routes::pages::asset))
         .route("/v1/embed", guarded(s, either, post(routes::embed::embed)))
         .route("/v1/classify", guarded(s, either, post(routes::classify::classify)))
         .route("/v1/models", guarded(s, either, get(routes::models::models)))
@@ -63,12 +74,22 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/v1/conversations", guarded(s, helpdesk, post(routes::conversations::create)))
-        .route("/v1/conversations/{id}", guarded(s, either, get(routes::conversations::get)))
-        .route("/v1/conversations/{id}/messages", guarded(s, helpdesk, post(routes::conversations::customer_message)))
+        // A customer's browser holds a token for its own conversation (the chat widget).
+        .route("/v1/conversations/{id}", guarded_or_customer(s, either, get(routes::conversations::get)))
+        .route(
+            "/v1/conversations/{id}/messages",
+            guarded_or_customer(s, helpdesk, post(routes::conversations::customer_message)),
+        )
+        .route("/v1/conversations/{id}/escalate", guarded_or_customer(s, either, post(routes::chat::escalate)))
+        .route("/v1/conversations/{id}/csat", guarded_or_customer(s, either, post(routes::chat::rate)))
+        .route("/v1/events", guarded_or_customer(s, either, get(routes::events::events)))
+        .route("/v1/chat/conversations", chat_start)
         .route("/v1/conversations/{id}/agent-messages", guarded(s, agent, post(routes::conversations::agent_message)))
         .route("/v1/conversations/{id}/resolve", guarded(s, either, post(routes::conversations::resolve)))
         .route("/v1/conversations/{id}/handoff", guarded(s, either, get(routes::conversations::handoff)))
+        .route("/v1/queues", guarded(s, agent, get(routes::conversations::queues)))
         .route("/v1/queues/{queue}", guarded(s, agent, get(routes::conversations::queue)))
+        .route("/v1/policy/queues", guarded(s, agent, get(routes::conversations::policy_queues)))
         .route("/v1/metrics/support", guarded(s, agent, get(routes::conversations::support_metrics)))
         .route("/v1/calibration", guarded(s, agent, get(routes::conversations::calibration)))
         .route("/v1/alerts", guarded(s, agent, get(routes::insights::alerts)))

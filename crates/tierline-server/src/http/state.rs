@@ -23,17 +23,24 @@ struct Inner {
     load_error: RwLock<Option<String>>,
     support: Arc<Support>,
     auth: AuthMode,
+    public_chat: bool,
     limits: ServerConfig,
     registry: Registry,
     http_seconds: HistogramVec,
     support_gauges: GaugeVec,
+    /// Open event streams are bounded: each holds a connection and a broadcast receiver.
+    streams: Arc<tokio::sync::Semaphore>,
 }
+
+/// Event streams open at once, at most.
+const MAX_STREAMS: usize = 1024;
 
 impl AppState {
     pub fn new(
         limits: ServerConfig,
         support: Arc<Support>,
         auth: AuthMode,
+        public_chat: bool,
         registry: Registry,
     ) -> anyhow::Result<Self> {
         let http_seconds = HistogramVec::new(
@@ -54,10 +61,12 @@ impl AppState {
                 load_error: RwLock::new(None),
                 support,
                 auth,
+                public_chat,
                 limits,
                 registry,
                 http_seconds,
                 support_gauges,
+                streams: Arc::new(tokio::sync::Semaphore::new(MAX_STREAMS)),
             }),
         })
     }
@@ -94,6 +103,11 @@ impl AppState {
         self.inner.auth
     }
 
+    /// Whether a customer's browser may start a chat without a key.
+    pub fn public_chat(&self) -> bool {
+        self.inner.public_chat
+    }
+
     /// The models, once loaded.
     pub fn models(&self) -> Option<Models<'_>> {
         self.classifier().map(|classifier| Models { classifier, kb: self.kb() })
@@ -117,6 +131,11 @@ impl AppState {
 
     pub fn support_gauges(&self) -> &GaugeVec {
         &self.inner.support_gauges
+    }
+
+    /// A place for one more event stream, held while it is open; `None` when all are taken.
+    pub fn stream_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.streams.clone().try_acquire_owned().ok()
     }
 
     pub fn http_seconds(&self) -> &HistogramVec {

@@ -299,7 +299,19 @@ pub fn decide(
         .into_iter()
         .chain(hits.iter().enumerate().filter(|(i, _)| Some(*i) != top_index).map(|(_, h)| h))
         .collect();
-    let citations: Vec<Citation> = ordered.iter().take(3).map(|hit| citation(index, question, hit)).collect();
+    // One citation per article: the best passage of each of the first three.
+    let mut cited: Vec<&str> = Vec::new();
+    let citations: Vec<Citation> = ordered
+        .iter()
+        .filter(|hit| {
+            let article = index.passage(hit.passage).article_id.as_str();
+            let first = !cited.contains(&article);
+            cited.push(article);
+            first
+        })
+        .take(3)
+        .map(|hit| citation(index, question, hit))
+        .collect();
     let Some(best) = hits.first() else {
         return Answer {
             answered: false,

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use tierline_support::conversation::calibration::CalibrationReport;
 use tierline_support::conversation::metrics::SupportReport;
 use tierline_support::conversation::{handoff::Packet, ConversationView, Resolution, Resolved, SupportError, Turn};
@@ -11,9 +11,11 @@ use tierline_support::store::{ConversationRow, ResolutionOutcome};
 
 use super::{check_limit, check_text};
 use crate::http::api::*;
+use crate::http::auth::Caller;
 use crate::http::error::{deadline, ApiError, ErrorBody};
 use crate::http::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::http::state::AppState;
+use tierline_support::triage::AccountContext;
 
 /// Opens a conversation with optional customer details and account context.
 #[utoipa::path(
@@ -30,6 +32,13 @@ pub async fn create(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationRow>), ApiError> {
+    let (customer, account) = checked_new(request)?;
+    let conversation = state.support().create(customer, &account).await?;
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+/// The customer details and account of a new conversation, within their limits.
+pub(super) fn checked_new(request: CreateConversation) -> Result<(serde_json::Value, AccountContext), ApiError> {
     let customer = serde_json::Value::Object(request.customer.unwrap_or_default());
     if customer.to_string().len() > 16 * 1024 {
         return Err(ApiError::too_large("customer", "`customer` is larger than 16 KiB"));
@@ -37,8 +46,7 @@ pub async fn create(
     if let Some(value) = request.account.contract_value.filter(|v| !v.is_finite() || *v < 0.0) {
         return Err(ApiError::invalid("account.contract_value", format!("must be a non-negative number, not {value}")));
     }
-    let conversation = state.support().create(customer, &request.account).await?;
-    Ok((StatusCode::CREATED, Json(conversation)))
+    Ok((customer, request.account))
 }
 
 /// A customer message: the AI answers (saying it is an AI) or hands off to a queue, with the decision and its reasons.
@@ -59,9 +67,11 @@ pub async fn create(
 )]
 pub async fn customer_message(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CustomerMessage>,
 ) -> Result<Json<Turn>, ApiError> {
+    super::chat::allowed(&caller, &id)?;
     check_text(&state, "text", &request.text)?;
     if state.models().is_none() {
         return Err(ApiError::not_ready("the models are still loading"));
@@ -165,8 +175,10 @@ pub async fn resolve(
 )]
 pub async fn get(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
+    super::chat::allowed(&caller, &id)?;
     Ok(Json(state.support().view(&id).await?))
 }
 
@@ -259,4 +271,22 @@ pub async fn calibration(
     ApiQuery(params): ApiQuery<MetricsParams>,
 ) -> Result<Json<CalibrationReport>, ApiError> {
     Ok(Json(state.support().calibration(params.window).await?))
+}
+
+/// Every queue of the policy with how many wait, the oldest wait and its time-to-human target.
+#[utoipa::path(get, path = "/v1/queues", tag = "conversations", responses((status = 200, body = QueuesResponse)))]
+pub async fn queues(State(state): State<AppState>) -> Result<Json<QueuesResponse>, ApiError> {
+    Ok(Json(QueuesResponse { queues: state.support().queue_summaries().await? }))
+}
+
+/// The policy's queues and the topic head's labels (for correcting a resolution).
+#[utoipa::path(get, path = "/v1/policy/queues", tag = "conversations", responses((status = 200, body = PolicyQueues)))]
+pub async fn policy_queues(State(state): State<AppState>) -> Json<PolicyQueues> {
+    let queues = state.support().policy().queues.clone();
+    let topics = state
+        .classifier()
+        .and_then(|c| c.cards().into_iter().find(|card| card.name == "topic"))
+        .map(|card| card.labels)
+        .unwrap_or_default();
+    Json(PolicyQueues { queues, topics })
 }

@@ -1,11 +1,14 @@
+pub mod chat;
 pub mod classify;
 pub mod conversations;
 pub mod embed;
+pub mod events;
 pub mod health;
 pub mod insights;
 pub mod kb;
 pub mod kb_articles;
 pub mod models;
+pub mod pages;
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
