@@ -39,7 +39,7 @@ fn default_heads_predict_clear_examples() {
     let classifier = classifier();
     let cards = classifier.cards();
     let names: Vec<&str> = cards.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["frustration", "sentiment", "topic"]);
+    assert_eq!(names, ["frustration", "kind", "queue", "sentiment", "signals", "topic"]);
     let texts: Vec<String> = [
         "I was charged twice and nobody answers my emails!",
         "Thank you so much, your support team was wonderful and fixed it in minutes.",

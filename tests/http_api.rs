@@ -82,9 +82,9 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
     let response = server.client.get(format!("{}/v1/models", server.base)).send().await.unwrap();
     let models: Value = response.json().await.unwrap();
     let heads: Vec<&str> = models["heads"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap()).collect();
-    assert_eq!(heads, ["frustration", "sentiment", "topic"]);
-    assert_eq!(models["heads"][1]["encoder"]["id"], "sentence-transformers/all-MiniLM-L6-v2");
-    assert!(models["heads"][1]["metrics"]["evaluations"].is_array());
+    assert_eq!(heads, ["frustration", "kind", "queue", "sentiment", "signals", "topic"]);
+    assert_eq!(models["heads"][3]["encoder"]["id"], "sentence-transformers/all-MiniLM-L6-v2");
+    assert!(models["heads"][3]["metrics"]["evaluations"].is_array());
 
     // Knowledge base: the sample help center is indexed at start.
     let (status, body) = server.post("/v1/answer", json!({ "question": "How do I reset my password?" })).await;

@@ -186,7 +186,7 @@ async fn metrics_match_an_independent_count_of_a_few_hundred_conversations() {
     assert_eq!(status, 200, "{calibration}");
     assert_eq!(calibration["conversations"], 240);
     assert!(calibration["with_verdict"].as_u64().unwrap() > 50, "{calibration}");
-    assert_eq!(calibration["signals"].as_array().unwrap().len(), 6);
+    assert_eq!(calibration["signals"].as_array().unwrap().len(), 9);
     for signal in calibration["signals"].as_array().unwrap() {
         assert_eq!(signal["rows"].as_array().unwrap().iter().filter(|r| r["current"] == true).count(), 1);
         assert!(!signal["suggestion"].as_str().unwrap().is_empty());

@@ -69,7 +69,7 @@ mod tempdir {
 impl Service {
     async fn start(config: &Config) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("tierline-eval-{}", std::process::id()));
-        let store = tierline::store::open(&dir.join("eval.db")).await?;
+        let store = tierline::store::open(&dir.join("eval.db"), 4).await?;
         let mut anomaly = config.anomaly.clone();
         anomaly.enabled = false;
         let events = tierline::conversation::Events::default();
@@ -83,8 +83,9 @@ impl Service {
                 tierline::classify::start(&settings, EngineMetrics::register(&prometheus::Registry::new())?, true)?;
             let mut kb_config = kb_config;
             kb_config.index_dir = index_root;
-            let kb = KnowledgeBase::from_config(classifier.engine().clone(), std::path::Path::new("."), &kb_config)?
-                .map(Arc::new);
+            let kb =
+                KnowledgeBase::from_config(classifier.engine().clone(), std::path::Path::new("."), &kb_config, None)?
+                    .map(Arc::new);
             Ok((classifier, kb))
         })
         .await??;

@@ -99,7 +99,7 @@ pub fn block_on<F: std::future::Future>(work: F) -> anyhow::Result<F::Output> {
 
 /// The configured database (created on first use).
 pub async fn open_store(config: &Config) -> anyhow::Result<std::sync::Arc<dyn tierline::store::Store>> {
-    tierline::store::open(&config.database_path()).await
+    tierline::store::open(&config.database_path(), config.support.pool_size).await
 }
 
 pub fn init_logging(verbose: u8) {

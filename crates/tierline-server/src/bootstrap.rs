@@ -15,7 +15,9 @@ use tierline_infer::head_versions::HeadVersions;
 use tierline_infer::EngineMetrics;
 use tierline_support::conversation::{Events, Support};
 use tierline_support::insights::alerts::Alerting;
+use tierline_support::kb::EditsStorage;
 use tierline_support::kb::KnowledgeBase;
+use tierline_support::store::{Store, KB_CHANNEL};
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
 /// when the models cannot be loaded (including a head trained on another encoder).
@@ -26,8 +28,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let registry = Registry::new();
     // Storage and policy first: a bad policy or an unreadable database stops the start at once.
-    let store = tierline_support::store::open(&config.database_path()).await?;
+    let store = open_store(&config).await?;
     let events = Events::default();
+    let relay = events.relay_through(store.clone());
     let alerting = Alerting::new(
         store.clone(),
         config.anomaly.clone(),
@@ -35,9 +38,9 @@ pub async fn run(
         config.support.alert_webhook_attempts,
         events.clone(),
     );
-    let support = Arc::new(Support::new(store, config.support.policy.clone(), alerting, events)?);
+    let support = Arc::new(Support::new(store.clone(), config.support.policy.clone(), alerting, events)?);
     let sweeper = support.spawn_sweeper();
-    let replay = replay_tickets(support.clone());
+    let spikes = support.spawn_spike_watch();
     #[cfg(unix)]
     let reloader = reload_policy_on_sighup(support.clone());
     let state = AppState::new(
@@ -54,11 +57,16 @@ pub async fn run(
 
     let load_state = state.clone();
     let load_config = config.clone();
+    // With a shared store every node reads the knowledge base's edits from it.
+    let shared_edits = store
+        .shared()
+        .then(|| EditsStorage::Shared { store: store.clone(), runtime: tokio::runtime::Handle::current() });
+    let follow_edits = shared_edits.is_some().then(|| follow_shared_edits(state.clone(), store.clone()));
     tokio::spawn(async move {
         let loaded = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let classifier = classify::start(&load_config.infer(), engine_metrics, true)?;
             let engine = classifier.engine().clone();
-            let kb = KnowledgeBase::from_config(engine, &load_config.data_dir, &load_config.kb)?;
+            let kb = KnowledgeBase::from_config(engine, &load_config.data_dir, &load_config.kb, shared_edits)?;
             Ok((classifier, kb))
         })
         .await;
@@ -98,7 +106,10 @@ pub async fn run(
     tracing::info!(address = %listener.local_addr()?, "listening");
     http::serve(listener, state.clone(), stop, grace).await?;
     sweeper.abort();
-    replay.abort();
+    spikes.abort();
+    for task in relay.into_iter().chain(follow_edits) {
+        task.abort();
+    }
     head_watch.abort();
     #[cfg(unix)]
     reloader.abort();
@@ -112,12 +123,47 @@ pub async fn run(
     Ok(())
 }
 
-/// Rebuilds spike detection from the stored tickets in the background.
-fn replay_tickets(support: Arc<Support>) -> tokio::task::JoinHandle<()> {
+/// The configured store; a PostgreSQL server that is not up yet is retried for a minute (nodes
+/// and the database often start together).
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let database = config.database_path();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tierline_support::store::open(&database, config.support.pool_size).await {
+            Ok(store) => {
+                tracing::info!(store = store.kind(), "database open");
+                return Ok(store);
+            }
+            Err(err) if config.support.is_shared() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = format!("{err:#}"), "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// Rebuilds this node's index when another node edits the knowledge base: at once on its
+/// notification, and at the latest every `EDITS_POLL` (a notification lost during an outage).
+fn follow_shared_edits(state: AppState, store: Arc<dyn Store>) -> tokio::task::JoinHandle<()> {
+    const EDITS_POLL: Duration = Duration::from_secs(10);
     tokio::spawn(async move {
-        match support.replay_tickets().await {
-            Ok(tickets) => tracing::info!(tickets, "anomaly detection rebuilt from stored tickets"),
-            Err(err) => tracing::warn!(error = %err, "anomaly detection starts empty"),
+        let mut notifications = store.listen(&[KB_CHANNEL]);
+        loop {
+            match notifications.as_mut() {
+                Some(listener) => {
+                    let _ = tokio::time::timeout(EDITS_POLL, listener.recv()).await;
+                }
+                None => tokio::time::sleep(EDITS_POLL).await,
+            }
+            let Some(kb) = state.kb().cloned() else { continue };
+            match tokio::task::spawn_blocking(move || kb.follow_shared_edits()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::warn!(error = format!("{err:#}"), "knowledge-base edits not followed; retrying")
+                }
+                Err(err) => tracing::error!(%err, "knowledge-base follow task failed"),
+            }
         }
     })
 }

@@ -139,8 +139,12 @@ impl Config {
         InferSettings { data_dir: self.data_dir.clone(), models: self.models.clone(), engine: self.engine.clone() }
     }
 
-    /// The database file (`support.database`, relative to `data_dir`).
+    /// The database: a `postgres://` URL as given, else the SQLite file (`support.database`,
+    /// relative to `data_dir`).
     pub fn database_path(&self) -> PathBuf {
+        if self.support.is_shared() {
+            return self.support.database.clone();
+        }
         self.data_dir.join(&self.support.database)
     }
 }

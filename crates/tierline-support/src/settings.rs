@@ -7,8 +7,11 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SupportConfig {
-    /// SQLite database of conversations, messages and API keys, relative to `data_dir`.
+    /// The database: a SQLite file relative to `data_dir` (one node), or a
+    /// `postgres://user:password@host:port/db` URL (several nodes sharing it).
     pub database: PathBuf,
+    /// Connections in the PostgreSQL pool (each running turn holds one for its lock).
+    pub pool_size: usize,
     /// The triage policy: thresholds, phrases, queues, account rules.
     pub policy: PathBuf,
     /// API keys: `auto` (required once a key exists), `required`, or `off`.
@@ -35,6 +38,7 @@ impl Default for SupportConfig {
     fn default() -> Self {
         Self {
             database: PathBuf::from("tierline.db"),
+            pool_size: 16,
             policy: PathBuf::from("models/policy.toml"),
             auth: AuthMode::Auto,
             alert_webhook_url: String::new(),
@@ -77,7 +81,16 @@ impl KbConfig {
 }
 
 impl SupportConfig {
+    /// Whether the database is a PostgreSQL server several nodes share.
+    pub fn is_shared(&self) -> bool {
+        self.database.to_str().is_some_and(|d| d.starts_with("postgres://") || d.starts_with("postgresql://"))
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.pool_size >= 2,
+            "`support.pool_size` must be at least 2 (a turn holds one connection for its lock)"
+        );
         let webhook = &self.alert_webhook_url;
         anyhow::ensure!(
             webhook.is_empty() || webhook.starts_with("http://"),

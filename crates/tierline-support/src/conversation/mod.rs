@@ -140,6 +140,9 @@ pub struct TicketTriage {
     pub draft: Option<String>,
 }
 
+/// How often a node checks (or takes) the lead of spike detection and reads other nodes' tickets.
+const SPIKE_POLL: Duration = Duration::from_secs(2);
+
 /// Conversations past the time limit handed over per sweep (the next sweep takes the rest).
 const SWEEP_BATCH: usize = 500;
 
@@ -393,9 +396,21 @@ impl Support {
         Ok(calibration::load_and_calibrate(self.store.as_ref(), &self.policy(), window).await?)
     }
 
-    /// Rebuilds spike detection from the stored tickets of its horizon (after a restart).
-    pub async fn replay_tickets(&self) -> Result<usize, SupportError> {
-        Ok(self.alerting.replay().await?)
+    /// Leads spike detection when no other node does (at once, then every `SPIKE_POLL`), and
+    /// while leading reads every node's new tickets. On a store one node uses, this node leads
+    /// from the start and also reads each ticket as its turn commits.
+    pub fn spawn_spike_watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let support = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match support.alerting.lead().await {
+                    Ok(true) => support.watch_for_spikes().await,
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot take the lead of spike detection; retrying"),
+                }
+                tokio::time::sleep(SPIKE_POLL).await;
+            }
+        })
     }
 
     /// Stored anomaly alerts, newest first.

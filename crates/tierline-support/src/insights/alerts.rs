@@ -4,6 +4,8 @@
 //! restarts), logged, and POSTed to an optional webhook with retries. After a restart the
 //! detector is rebuilt from the stored tickets of its horizon.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use tierline_infer::sync::MutexExt;
 use super::anomaly::{Alert, AlertChange, AnomalyConfig, Detector, TicketEvent};
 use crate::clock::now_ms;
 use crate::conversation::{Event, Events};
-use crate::store::{Store, StoreResult, StoredTicket};
+use crate::store::{Leadership, Store, StoreResult, StoredTicket};
 
 /// Alerts waiting for the webhook beyond this are dropped (and logged): a dead receiver must not
 /// grow memory.
@@ -24,77 +26,126 @@ const TICKETS_PER_READ: usize = 500;
 
 pub struct Alerting {
     store: Arc<dyn Store>,
-    /// The detector and the id of the last ticket it saw. An async lock: one catch-up at a time,
-    /// so tickets are observed once, in commit order.
+    /// The detector and what it has seen. An async lock: one catch-up at a time, so tickets are
+    /// observed once, in order.
     state: tokio::sync::Mutex<Watch>,
     webhook: Option<SyncSender<Alert>>,
-    enabled: bool,
+    config: AnomalyConfig,
     events: Events,
+    /// Spike detection runs on one node at a time (one alert per spike, one webhook call).
+    leadership: tokio::sync::Mutex<Option<Leadership>>,
+    leading: AtomicBool,
 }
 
 struct Watch {
     detector: Arc<Mutex<Detector>>,
-    last_ticket: i64,
+    /// Creation time of the newest ticket seen.
+    newest: i64,
+    /// Message ids of the tickets seen in the last `OVERLAP_MS` before `newest` (on a shared
+    /// store, ids are not committed in order: a short overlap is read again and deduplicated).
+    seen: HashMap<i64, i64>,
+}
+
+/// How far back each look reads again, for tickets committed late by another node.
+const OVERLAP_MS: i64 = 10_000;
+
+impl Watch {
+    fn new(config: &AnomalyConfig) -> Self {
+        Self { detector: Arc::new(Mutex::new(Detector::new(config.clone()))), newest: 0, seen: HashMap::new() }
+    }
 }
 
 impl Alerting {
     /// `webhook_url` empty: no webhook.
     pub fn new(store: Arc<dyn Store>, config: AnomalyConfig, webhook_url: &str, attempts: u32, events: Events) -> Self {
         let webhook = (!webhook_url.is_empty()).then(|| spawn_webhook(webhook_url.to_string(), attempts));
-        let enabled = config.enabled;
-        let watch = Watch { detector: Arc::new(Mutex::new(Detector::new(config))), last_ticket: 0 };
-        Self { store, state: tokio::sync::Mutex::new(watch), webhook, enabled, events }
+        let watch = Watch::new(&config);
+        Self {
+            store,
+            state: tokio::sync::Mutex::new(watch),
+            webhook,
+            config,
+            events,
+            leadership: tokio::sync::Mutex::new(None),
+            leading: AtomicBool::new(false),
+        }
     }
 
     pub fn enabled(&self) -> bool {
-        self.enabled
+        self.config.enabled
+    }
+
+    /// Whether this node runs spike detection now.
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Keeps or takes the lead of spike detection; on taking it, rebuilds the detector from the
+    /// stored tickets. Returns whether this node leads.
+    pub async fn lead(&self) -> StoreResult<bool> {
+        if !self.enabled() {
+            return Ok(false);
+        }
+        let mut leadership = self.leadership.lock().await;
+        if let Some(held) = leadership.as_ref() {
+            if held.still_held().await {
+                return Ok(true);
+            }
+            tracing::warn!("lost the lead of spike detection");
+            *leadership = None;
+            self.leading.store(false, Ordering::SeqCst);
+        }
+        let Some(won) = self.store.try_lead("spikes").await? else { return Ok(false) };
+        *leadership = Some(won);
+        let tickets = self.replay().await?;
+        self.leading.store(true, Ordering::SeqCst);
+        tracing::info!(tickets, "leading spike detection (rebuilt from the stored tickets)");
+        Ok(true)
     }
 
     /// Rebuilds the detector from the stored tickets of its horizon. Alerts stored as active by
-    /// the previous run are closed first; a spike still under way is raised (and stored) again
-    /// by the replay, without calling the webhook a second time.
-    pub async fn replay(&self) -> StoreResult<usize> {
-        if !self.enabled {
-            return Ok(0);
-        }
+    /// the previous leader are closed first; a spike still under way is raised (and stored)
+    /// again by the replay, without calling the webhook a second time.
+    async fn replay(&self) -> StoreResult<usize> {
         let mut watch = self.state.lock().await;
-        let config = watch.detector.lock_unpoisoned().config().clone();
-        let horizon = (config.window_secs + config.baseline_secs) as i64 * 1000;
+        *watch = Watch::new(&self.config);
         self.store.close_active_alerts().await?;
-        let since = now_ms() - horizon;
-        let mut seen = 0;
-        loop {
-            let tickets = self.store.tickets(since, watch.last_ticket, TICKETS_PER_READ).await?;
-            let Some(last) = tickets.last() else { break };
-            watch.last_ticket = last.message_id;
-            seen += tickets.len();
-            for change in observe_all(&watch.detector, tickets).await? {
-                self.store.save_alert(change.alert()).await?;
-            }
-        }
+        let seen = self.read_new(&mut watch, false).await?;
         self.tick_locked(&watch, false).await?;
         Ok(seen)
     }
 
-    /// Observes every ticket stored since the last look; a raised, updated or cleared alert is
-    /// stored, and a raised one is logged and sent to the webhook. Returns how many were seen.
+    /// Observes every ticket stored since the last look (this node leads spike detection); a
+    /// raised, updated or cleared alert is stored, and a raised one is logged, sent to the
+    /// webhook and to live screens. Returns how many were seen.
     pub async fn catch_up(&self) -> StoreResult<usize> {
-        if !self.enabled {
+        if !self.leading() {
             return Ok(0);
         }
         let mut watch = self.state.lock().await;
-        let config = watch.detector.lock_unpoisoned().config().clone();
-        let since = now_ms() - (config.window_secs + config.baseline_secs) as i64 * 1000;
+        self.read_new(&mut watch, true).await
+    }
+
+    async fn read_new(&self, watch: &mut Watch, announce: bool) -> StoreResult<usize> {
+        let horizon = now_ms() - (self.config.window_secs + self.config.baseline_secs) as i64 * 1000;
+        let since = horizon.max(watch.newest - OVERLAP_MS);
+        let mut after = 0;
         let mut seen = 0;
         loop {
-            let tickets = self.store.tickets(since, watch.last_ticket, TICKETS_PER_READ).await?;
+            let tickets = self.store.tickets(since, after, TICKETS_PER_READ).await?;
             let Some(last) = tickets.last() else { break };
-            watch.last_ticket = last.message_id;
-            seen += tickets.len();
+            after = last.message_id;
+            let fresh: Vec<StoredTicket> =
+                tickets.into_iter().filter(|t| !watch.seen.contains_key(&t.message_id)).collect();
+            for ticket in &fresh {
+                watch.seen.insert(ticket.message_id, ticket.created_at);
+                watch.newest = watch.newest.max(ticket.created_at);
+            }
+            seen += fresh.len();
             // Stored in the detector's order, under the watch lock.
-            for change in observe_all(&watch.detector, tickets).await? {
+            for change in observe_all(&watch.detector, fresh).await? {
                 self.store.save_alert(change.alert()).await?;
-                if let AlertChange::Raised(alert) = change {
+                if let (true, AlertChange::Raised(alert)) = (announce, change) {
                     tracing::warn!(
                         alert = %alert.id,
                         count = alert.count,
@@ -113,13 +164,15 @@ impl Alerting {
                 }
             }
         }
+        let keep_from = watch.newest - OVERLAP_MS;
+        watch.seen.retain(|_, created| *created >= keep_from);
         Ok(seen)
     }
 
     /// Advances the detector's clock to now, clearing alerts whose spike has ended even when no
     /// ticket arrives.
     pub async fn tick(&self) -> StoreResult<()> {
-        if !self.enabled {
+        if !self.leading() {
             return Ok(());
         }
         let watch = self.state.lock().await;

@@ -122,3 +122,56 @@ mod tests {
         assert!(Edits::load(&path).unwrap_err().to_string().contains("invalid edits file"));
     }
 }
+
+/// Where the edits live: a file beside the index (one node), or a document in the shared store
+/// that every node reads (several nodes; an edit notifies the others).
+#[derive(Clone)]
+pub enum EditsStorage {
+    File(std::path::PathBuf),
+    Shared { store: std::sync::Arc<dyn crate::store::Store>, runtime: tokio::runtime::Handle },
+}
+
+/// The shared store's document holding the edits.
+pub const EDITS_DOCUMENT: &str = "kb_edits";
+
+impl EditsStorage {
+    /// The edits and their version (0: none yet). Blocking: call from a blocking thread.
+    pub fn load(&self) -> anyhow::Result<(Edits, i64)> {
+        match self {
+            EditsStorage::File(path) => Ok((Edits::load(path)?, 0)),
+            EditsStorage::Shared { store, runtime } => match runtime.block_on(store.document(EDITS_DOCUMENT))? {
+                Some((version, body)) => {
+                    let edits = serde_json::from_str(&body).context("the shared knowledge-base edits do not parse")?;
+                    Ok((edits, version))
+                }
+                None => Ok((Edits::default(), 0)),
+            },
+        }
+    }
+
+    /// Stores the edits; returns their new version. Blocking.
+    pub fn save(&self, edits: &Edits) -> anyhow::Result<i64> {
+        match self {
+            EditsStorage::File(path) => {
+                edits.save(path)?;
+                Ok(0)
+            }
+            EditsStorage::Shared { store, runtime } => runtime.block_on(async {
+                let version = store.save_document(EDITS_DOCUMENT, &serde_json::to_string(edits)?).await?;
+                // Other nodes rebuild at once; a lost notification is caught by their poll.
+                if let Err(err) = store.notify(crate::store::KB_CHANNEL, &version.to_string()).await {
+                    tracing::warn!(%err, "other nodes not told of the knowledge-base edit; they see it at their next poll");
+                }
+                Ok(version)
+            }),
+        }
+    }
+
+    /// The version stored now (shared storage only; a file has none). Async.
+    pub async fn version(&self) -> anyhow::Result<i64> {
+        match self {
+            EditsStorage::File(_) => Ok(0),
+            EditsStorage::Shared { store, .. } => Ok(store.document(EDITS_DOCUMENT).await?.map_or(0, |(v, _)| v)),
+        }
+    }
+}

@@ -22,6 +22,7 @@ pub use index::{Filter, Hit, KbIndex, Mode};
 use tierline_infer::{Engine, EngineError};
 
 pub use answerability::Answerability;
+pub use edits::EditsStorage;
 
 /// Similarity -> confidence: a logistic curve centred where answers start being right.
 /// (Fitted by eye on index/queries.jsonl; see `tierline eval retrieval` for the trade-off.)
@@ -71,6 +72,9 @@ pub struct KnowledgeBase {
     /// Reads how likely the best passage answers the question; without it, a fixed curve of the
     /// best cosine.
     answerability: Option<Arc<Answerability>>,
+    edits: EditsStorage,
+    /// The version of the shared edits this index was built with.
+    edits_version: std::sync::atomic::AtomicI64,
     /// Serialises edits: each one reads, changes and rebuilds the whole article set.
     updating: Mutex<()>,
 }
@@ -92,11 +96,23 @@ impl KnowledgeBase {
         source: &Path,
         min_confidence: f32,
     ) -> anyhow::Result<(Self, Vec<IngestError>)> {
+        Self::build_with(engine, root, source, min_confidence, EditsStorage::File(root.join(EDITS_FILE)))
+    }
+
+    /// As `build`, with the edits kept in `edits`.
+    pub fn build_with(
+        engine: Engine,
+        root: &Path,
+        source: &Path,
+        min_confidence: f32,
+        edits: EditsStorage,
+    ) -> anyhow::Result<(Self, Vec<IngestError>)> {
         let (articles, errors) = article::load(source)?;
         for error in &errors {
             tracing::warn!(%error, "article not indexed");
         }
-        let articles = Edits::load(&root.join(EDITS_FILE))?.apply(articles);
+        let (stored, version) = edits.load()?;
+        let articles = stored.apply(articles);
         let index = build_index(&engine, root, &articles)?;
         tracing::info!(articles = articles.len(), passages = index.passages().len(), "knowledge base indexed");
         let kb = Self {
@@ -106,9 +122,30 @@ impl KnowledgeBase {
             source: source.to_path_buf(),
             min_confidence,
             answerability: None,
+            edits,
+            edits_version: std::sync::atomic::AtomicI64::new(version),
             updating: Mutex::new(()),
         };
         Ok((kb, errors))
+    }
+
+    /// Rebuilds when another node changed the shared edits since this index was built; `true`
+    /// when it did. Blocking.
+    pub fn follow_shared_edits(&self) -> anyhow::Result<bool> {
+        use std::sync::atomic::Ordering;
+        if matches!(self.edits, EditsStorage::File(_)) {
+            return Ok(false);
+        }
+        let _guard = self.updating.lock_unpoisoned();
+        let (stored, version) = self.edits.load()?;
+        if version <= self.edits_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let (articles, _) = article::load(&self.source)?;
+        self.rebuild(&stored.apply(articles))?;
+        self.edits_version.store(version, Ordering::SeqCst);
+        tracing::info!(version, "knowledge base rebuilt with another node's edits");
+        Ok(true)
     }
 
     /// The configured knowledge base: `kb.source` indexed under `<data_dir>/<kb.index_dir>`, with
@@ -117,12 +154,14 @@ impl KnowledgeBase {
         engine: Engine,
         data_dir: &Path,
         config: &crate::settings::KbConfig,
+        shared: Option<EditsStorage>,
     ) -> anyhow::Result<Option<Self>> {
         if config.source.as_os_str().is_empty() {
             return Ok(None);
         }
         let root = data_dir.join(&config.index_dir);
-        let (kb, _) = Self::build(engine, &root, &config.source, config.min_confidence)?;
+        let edits = shared.unwrap_or_else(|| EditsStorage::File(root.join(EDITS_FILE)));
+        let (kb, _) = Self::build_with(engine, &root, &config.source, config.min_confidence, edits)?;
         if config.answerability.as_os_str().is_empty() {
             return Ok(Some(kb));
         }
@@ -189,15 +228,15 @@ impl KnowledgeBase {
     }
 
     fn apply_edit(&self, edit: impl FnOnce(&mut Edits), articles: &[Article]) -> anyhow::Result<()> {
-        let path = self.root.join(EDITS_FILE);
-        let before = Edits::load(&path)?;
+        let (before, _) = self.edits.load()?;
         let mut after = before.clone();
         edit(&mut after);
-        after.save(&path)?;
+        let version = self.edits.save(&after)?;
         if let Err(err) = self.rebuild(articles) {
-            before.save(&path)?;
+            self.edits.save(&before)?;
             return Err(err);
         }
+        self.edits_version.store(version, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 

@@ -5,6 +5,7 @@
 //!
 //! A write that returns `Ok` is committed: a message acknowledged to a client survives `kill -9`.
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub use postgres::PgStore;
 pub use rows::*;
 pub use sqlite::SqliteStore;
 
@@ -42,6 +44,49 @@ impl ConversationLock {
         Self { _held: Box::new(held) }
     }
 }
+
+/// Held while this node leads a job one node at a time must run (spike detection): dropping it
+/// lets another node take over.
+pub struct Leadership {
+    held: Box<dyn Held>,
+}
+
+/// Whether a leadership is still held (a lost database session loses it).
+#[async_trait]
+pub trait Held: Send + Sync {
+    async fn still_held(&self) -> bool;
+}
+
+impl Leadership {
+    pub fn new(held: impl Held + 'static) -> Self {
+        Self { held: Box::new(held) }
+    }
+
+    pub async fn still_held(&self) -> bool {
+        self.held.still_held().await
+    }
+}
+
+/// Leadership of a store only one node uses: always held.
+pub struct Alone;
+
+#[async_trait]
+impl Held for Alone {
+    async fn still_held(&self) -> bool {
+        true
+    }
+}
+
+/// A message from another node (PostgreSQL `NOTIFY`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notification {
+    pub channel: String,
+    pub payload: String,
+}
+
+/// Notification channels.
+pub const EVENTS_CHANNEL: &str = "tierline_events";
+pub const KB_CHANNEL: &str = "tierline_kb";
 
 /// The database tierline keeps its state in.
 #[async_trait]
@@ -125,6 +170,29 @@ pub trait Store: Send + Sync + 'static {
     /// Stored alerts, newest first.
     async fn alerts(&self, active_only: bool, limit: usize) -> StoreResult<Vec<Alert>>;
 
+    // Shared documents (the knowledge base's edits), versioned.
+
+    /// A document and its version.
+    async fn document(&self, name: &str) -> StoreResult<Option<(i64, String)>>;
+
+    /// Replaces a document; returns its new version.
+    async fn save_document(&self, name: &str, body: &str) -> StoreResult<i64>;
+
+    // Several nodes.
+
+    /// Whether other nodes may share this store (then notifications reach them).
+    fn shared(&self) -> bool;
+
+    /// Becomes the one node that runs `role`, if no other node does now.
+    async fn try_lead(&self, role: &str) -> StoreResult<Option<Leadership>>;
+
+    /// Tells every node listening on `channel` (nothing for a store one node uses).
+    async fn notify(&self, channel: &str, payload: &str) -> StoreResult<()>;
+
+    /// What other nodes notify on `channels`, reconnecting as needed; `None` for a store one
+    /// node uses.
+    fn listen(&self, channels: &[&'static str]) -> Option<tokio::sync::mpsc::Receiver<Notification>>;
+
     // API keys (only hashes are stored).
 
     async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()>;
@@ -140,9 +208,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_key(&self, id: &str) -> StoreResult<bool>;
 }
 
-/// The store the configuration names: a path opens (or creates) a SQLite file.
-pub async fn open(path: &std::path::Path) -> anyhow::Result<Arc<dyn Store>> {
-    let path = path.to_path_buf();
+/// The store the configuration names: a `postgres://` URL connects to PostgreSQL (pooled,
+/// migrated); a path opens (or creates) a SQLite file.
+pub async fn open(database: &std::path::Path, pool_size: usize) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(url) = database.to_str().filter(|d| d.starts_with("postgres://") || d.starts_with("postgresql://")) {
+        return Ok(Arc::new(PgStore::connect(url, pool_size).await?));
+    }
+    let path = database.to_path_buf();
     let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
     Ok(Arc::new(store))
 }

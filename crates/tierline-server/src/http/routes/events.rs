@@ -39,7 +39,7 @@ pub async fn events(
         loop {
             match receiver.recv().await {
                 Ok(event) if visible(&caller, &event) => {
-                    let data = serde_json::to_string(&event).unwrap_or_default();
+                    let data = event.data().to_string();
                     return Some((Ok(SseEvent::default().event(event.name()).data(data)), (receiver, caller, slot)));
                 }
                 Ok(_) => continue,

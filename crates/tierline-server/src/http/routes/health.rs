@@ -13,13 +13,22 @@ pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// The model is loaded and the engine accepts work.
+/// The model is loaded, the engine accepts work and the database answers: a load balancer
+/// sends traffic here only then.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let store = state.support().store();
+    if let Err(err) = store.ping().await {
+        let body = json!({ "status": "database_unavailable", "store": store.kind(), "error": err.to_string() });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body));
+    }
     if let Some(classifier) = state.classifier() {
-        return (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "encoder": classifier.engine().info(), "models": classifier.versions() })),
-        );
+        let body = json!({
+            "status": "ready",
+            "store": store.kind(),
+            "encoder": classifier.engine().info(),
+            "models": classifier.versions(),
+        });
+        return (StatusCode::OK, Json(body));
     }
     match state.load_error() {
         Some(error) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "failed", "error": error }))),

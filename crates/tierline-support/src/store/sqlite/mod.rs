@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 use tierline_infer::sync::MutexExt;
 
 use super::*;
@@ -247,6 +247,48 @@ impl Store for SqliteStore {
 
     async fn alerts(&self, active_only: bool, limit: usize) -> StoreResult<Vec<Alert>> {
         self.read(move |db| alerts::list(db, active_only, limit)).await
+    }
+
+    async fn document(&self, name: &str) -> StoreResult<Option<(i64, String)>> {
+        let name = name.to_string();
+        self.read(move |db| {
+            let row = db
+                .prepare_cached("SELECT version, body FROM documents WHERE name = ?1")?
+                .query_row([&name], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?;
+            Ok(row)
+        })
+        .await
+    }
+
+    async fn save_document(&self, name: &str, body: &str) -> StoreResult<i64> {
+        let (name, body) = (name.to_string(), body.to_string());
+        self.write(move |db| {
+            Ok(db.query_row(
+                "INSERT INTO documents (name, version, body) VALUES (?1, 1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET version = version + 1, body = excluded.body RETURNING version",
+                rusqlite::params![name, body],
+                |row| row.get(0),
+            )?)
+        })
+        .await
+    }
+
+    fn shared(&self) -> bool {
+        false
+    }
+
+    async fn try_lead(&self, _role: &str) -> StoreResult<Option<Leadership>> {
+        // One process owns a SQLite file: it always leads.
+        Ok(Some(Leadership::new(Alone)))
+    }
+
+    async fn notify(&self, _channel: &str, _payload: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
+    fn listen(&self, _channels: &[&'static str]) -> Option<tokio::sync::mpsc::Receiver<Notification>> {
+        None
     }
 
     async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()> {

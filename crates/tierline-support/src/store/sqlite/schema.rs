@@ -74,4 +74,6 @@ pub const MIGRATIONS: &[&str] = &[
     // 5: a customer token (its SHA-256) per conversation, for the chat widget.
     "ALTER TABLE conversations ADD COLUMN token_hash TEXT;
     CREATE UNIQUE INDEX conversations_by_token ON conversations(token_hash) WHERE token_hash IS NOT NULL;",
+    // 6: shared documents (the knowledge base's edits), versioned.
+    "CREATE TABLE documents (name TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);",
 ];
