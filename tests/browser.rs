@@ -16,7 +16,6 @@ use fantoccini::{Client, Locator};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tierline::access::{self, Scope};
-use tierline::store::SqliteStore;
 
 const LIVE: Duration = Duration::from_secs(2);
 const SLOW: Duration = Duration::from_secs(60);
@@ -47,8 +46,8 @@ async fn agent_get(server: &TestServer, key: &str, path: &str) -> Value {
 async fn a_customer_and_an_agent_work_a_conversation_in_real_browsers() {
     let Some(port) = browser::driver() else { return };
     let config = common::config();
-    let store = SqliteStore::open(&config.support.database).unwrap();
-    let agent_key = access::create(&store, "console", &[Scope::Agent]).await.unwrap().key;
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
+    let agent_key = access::create(&*store, "console", &[Scope::Agent]).await.unwrap().key;
     drop(store);
     let server = TestServer::start(config).await;
     let base = server.base.clone();
@@ -195,8 +194,8 @@ async fn stream_sees(server: &TestServer, token: &str, needle: &str, within: Dur
 async fn a_customer_token_reads_only_its_own_conversation() {
     // With a key in the store, keys are enforced on every route that needs one.
     let config = common::config();
-    let store = SqliteStore::open(&config.support.database).unwrap();
-    access::create(&store, "console", &[Scope::Agent]).await.unwrap();
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
+    access::create(&*store, "console", &[Scope::Agent]).await.unwrap();
     drop(store);
     let server = TestServer::start(config).await;
     let start = || server.post("/v1/chat/conversations", json!({}));

@@ -8,7 +8,6 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tierline::access::{self, Scope};
-use tierline::store::SqliteStore;
 
 use common::server::TestServer;
 
@@ -308,10 +307,10 @@ async fn exchange_limit_repeats_time_limit_handoff_packet_and_bad_input() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_keys_gate_routes_by_scope() {
     let config = common::config();
-    let store = SqliteStore::open(&config.support.database).unwrap();
-    let helpdesk = access::create(&store, "zendesk", &[Scope::Helpdesk]).await.unwrap().key;
-    let agent = access::create(&store, "console", &[Scope::Agent]).await.unwrap().key;
-    let admin = access::create(&store, "ops", &[Scope::Admin]).await.unwrap().key;
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
+    let helpdesk = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap().key;
+    let agent = access::create(&*store, "console", &[Scope::Agent]).await.unwrap().key;
+    let admin = access::create(&*store, "ops", &[Scope::Admin]).await.unwrap().key;
     drop(store);
     let mut server = TestServer::start(config).await;
 

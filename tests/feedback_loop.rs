@@ -13,7 +13,7 @@ use serde_json::json;
 
 use common::server::TestServer;
 use tierline::config::Config;
-use tierline::store::{Change, FeedbackKind, NewFeedback, NewMessage, Role, SqliteStore, Store};
+use tierline::store::{Change, FeedbackKind, NewFeedback, NewMessage, Role};
 
 const TEMPLATES: &[(&str, &[&str])] = &[
     (
@@ -211,7 +211,7 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     println!("held-out broken-in-transit tickets routed to refund: {before:.2} before, {after:.2} after");
 
     // A bad feedback set: ordinary billing tickets "corrected" to out-of-scope.
-    let store = SqliteStore::open(&config.support.database).unwrap();
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
     for (i, text) in fill(
         TEMPLATES[1].1,
         &["phone plan", "printer", "sofa", "gym membership", "tablet", "bike", "coffee machine", "router"],

@@ -47,7 +47,7 @@ pub fn driver() -> Option<u16> {
                 eprintln!("\n*** {message} ***\n");
                 return None;
             }
-            let port = free_port();
+            let port = super::free_port();
             let child = Command::new(CHROMEDRIVER)
                 .arg(format!("--port={port}"))
                 .stdout(Stdio::null())
@@ -66,13 +66,9 @@ pub fn driver() -> Option<u16> {
         .map(|d| d.port)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// A new headless browser session (its own profile: no shared storage with other sessions).
 pub async fn session(port: u16, width: u32, height: u32) -> Client {
-    let profile = std::env::temp_dir().join(format!("tierline-chromium-{}-{}", std::process::id(), free_port()));
+    let profile = std::env::temp_dir().join(format!("tierline-chromium-{}-{}", std::process::id(), super::free_port()));
     let args = [
         "--headless=new".to_string(),
         "--no-sandbox".into(),

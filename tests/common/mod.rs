@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod postgres;
 pub mod server;
 
 use std::path::PathBuf;
@@ -27,13 +28,27 @@ pub fn config() -> Config {
     // Each test process gets its own index folder: concurrent servers never share generations.
     config.kb.index_dir = std::env::temp_dir().join(format!("tierline-test-kb-{}-{}", std::process::id(), unique()));
     // ... and its own database (absolute paths win over data_dir).
-    config.support.database =
-        std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()));
+    config.support.database = test_database();
     config.support.policy = root().join("models/policy.toml");
     // ... and its own promoted head versions, so no test serves another's.
     config.models.head_versions =
         std::env::temp_dir().join(format!("tierline-test-heads-{}-{}", std::process::id(), unique()));
     config
+}
+
+/// The store tests run against: a SQLite file of their own, or, with
+/// `TIERLINE_TEST_STORE=postgres`, a fresh database on this binary's PostgreSQL cluster (so the
+/// same conversation and metrics tests check both backends: `.ci/run` runs them twice).
+fn test_database() -> PathBuf {
+    if std::env::var("TIERLINE_TEST_STORE").is_ok_and(|v| v == "postgres") {
+        let cluster = postgres::shared().expect("TIERLINE_TEST_STORE=postgres needs PostgreSQL installed");
+        return PathBuf::from(cluster.database());
+    }
+    std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn unique() -> u64 {

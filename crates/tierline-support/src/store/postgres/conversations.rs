@@ -9,7 +9,7 @@ use crate::clock::now_ms;
 use crate::store::*;
 use crate::triage::{AccountContext, ReasonCode, Tier};
 
-const COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \\
+const COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \
      escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat, outcome, reopened_count";
 
 fn corrupt(id: &str, reason: String) -> StoreError {
