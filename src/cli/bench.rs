@@ -10,6 +10,9 @@ pub enum BenchCommand {
     /// Encoder throughput and latency per batch size (tokenization included, as in PyTorch's
     /// `encode`), on the project's sentence set.
     Encoder(EncoderArgs),
+    /// Whole conversations over HTTP against running servers (one node, or several sharing a
+    /// PostgreSQL database): turns per second and turn latency.
+    Turns(super::bench_turns::TurnsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +82,7 @@ struct BatchResult {
 pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Encoder(args) => bench_encoder(config, args),
+        BenchCommand::Turns(args) => super::bench_turns::run(args),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod answerability;
 mod bench;
+mod bench_turns;
 mod classify;
 mod demo;
 mod embed;

@@ -37,11 +37,11 @@ pub fn config() -> Config {
 }
 
 /// The store tests run against: a SQLite file of their own, or, with
-/// `TIERLINE_TEST_STORE=postgres`, a fresh database on this binary's PostgreSQL cluster (so the
+/// `STORE_UNDER_TEST=postgres`, a fresh database on this binary's PostgreSQL cluster (so the
 /// same conversation and metrics tests check both backends: `.ci/run` runs them twice).
 fn test_database() -> PathBuf {
-    if std::env::var("TIERLINE_TEST_STORE").is_ok_and(|v| v == "postgres") {
-        let cluster = postgres::shared().expect("TIERLINE_TEST_STORE=postgres needs PostgreSQL installed");
+    if std::env::var("STORE_UNDER_TEST").is_ok_and(|v| v == "postgres") {
+        let cluster = postgres::shared().expect("STORE_UNDER_TEST=postgres needs PostgreSQL installed");
         return PathBuf::from(cluster.database());
     }
     std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()))
