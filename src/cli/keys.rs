@@ -38,7 +38,7 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
             }
         }
         KeysCommand::Revoke { id } => {
-            anyhow::ensure!(store.revoke_key(&id).await?, "no live key with id `{id}`");
+            access::revoke(store.as_ref(), &id).await?;
             println!("revoked {id}");
         }
     }

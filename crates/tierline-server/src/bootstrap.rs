@@ -17,6 +17,7 @@ use tierline_support::conversation::{Events, Support};
 use tierline_support::insights::alerts::Alerting;
 use tierline_support::kb::EditsStorage;
 use tierline_support::kb::KnowledgeBase;
+use tierline_support::settings::AuthMode;
 use tierline_support::store::{Store, KB_CHANNEL};
 
 /// Runs the HTTP server on `listener` until `shutdown` resolves. Fails (after the server stops)
@@ -29,6 +30,7 @@ pub async fn run(
     let registry = Registry::new();
     // Storage and policy first: a bad policy or an unreadable database stops the start at once.
     let store = open_store(&config).await?;
+    closed_by_default(&config, &listener, store.as_ref()).await?;
     let events = Events::default();
     let relay = events.relay_through(store.clone());
     let alerting = Alerting::new(
@@ -120,6 +122,29 @@ pub async fn run(
     if let Some(error) = state.load_error() {
         anyhow::bail!("{error}");
     }
+    Ok(())
+}
+
+/// Without API keys every route is open, so the server only serves this machine (loopback);
+/// any other address needs a key first, or `support.auth = "off"` said out loud.
+async fn closed_by_default(config: &Config, listener: &TcpListener, store: &dyn Store) -> anyhow::Result<()> {
+    let address = listener.local_addr()?;
+    let mode = config.support.auth;
+    if mode == AuthMode::Off {
+        tracing::warn!(%address, "support.auth = \"off\": every route, admin ones included, is open to anyone who can reach this address");
+        return Ok(());
+    }
+    if store.key_count().await? > 0 || mode == AuthMode::Required {
+        return Ok(());
+    }
+    if !address.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve on {address} without API keys: every route would be open to the network. \
+             Create an admin key first (`tierline keys create --name ops --scope admin`), bind a loopback \
+             address, or set support.auth = \"off\" to run open on purpose"
+        );
+    }
+    tracing::warn!(%address, "no API keys yet: open to this machine only (loopback); create an admin key with `tierline keys create --name ops --scope admin`");
     Ok(())
 }
 

@@ -64,6 +64,21 @@ pub async fn create(store: &dyn Store, name: &str, scopes: &[Scope]) -> anyhow::
     Ok(CreatedKey { id, key })
 }
 
+/// Revokes a key; refuses to revoke the last live admin key (nobody could manage keys, and
+/// the server would be locked or, worse, open).
+pub async fn revoke(store: &dyn Store, id: &str) -> anyhow::Result<()> {
+    let keys = store.keys().await?;
+    let live_admin = |k: &&ApiKeyRow| k.revoked_at.is_none() && k.scopes.iter().any(|s| s == Scope::Admin.as_str());
+    let Some(key) = keys.iter().find(|k| k.id == id && k.revoked_at.is_none()) else {
+        anyhow::bail!("no live key with id `{id}`");
+    };
+    if live_admin(&key) && keys.iter().filter(live_admin).count() == 1 {
+        anyhow::bail!("`{id}` is the last admin key: create another admin key before revoking it");
+    }
+    anyhow::ensure!(store.revoke_key(id).await?, "no live key with id `{id}`");
+    Ok(())
+}
+
 /// The live key matching `presented`, if any.
 pub async fn verify(store: &dyn Store, presented: &str) -> StoreResult<Option<ApiKeyRow>> {
     store.key_by_hash(&hash(presented)).await

@@ -99,7 +99,7 @@ async fn require_key(
     let store = state.support().store();
     let enforced = match mode {
         AuthMode::Required => true,
-        _ => match store.live_key_count().await {
+        _ => match store.key_count().await {
             Ok(count) => count > 0,
             Err(err) => return ApiError::from(err).into_response(),
         },

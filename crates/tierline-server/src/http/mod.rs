@@ -4,6 +4,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod layers;
 pub mod openapi;
 pub mod routes;
 pub mod state;
@@ -136,7 +137,7 @@ pub async fn serve(
     grace: Duration,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = router(state);
+    let app = layers::wrap(router(state));
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!(grace_ms = grace.as_millis() as u64, "shutting down: finishing in-flight requests");

@@ -202,7 +202,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
 
-    async fn live_key_count(&self) -> StoreResult<usize>;
+    /// Keys ever created, revoked ones included: once a team has made a key, revoking them all
+    /// must not open the server again.
+    async fn key_count(&self) -> StoreResult<usize>;
 
     /// `false` when there is no live key with this id.
     async fn revoke_key(&self, id: &str) -> StoreResult<bool>;

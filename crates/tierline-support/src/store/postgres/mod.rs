@@ -345,9 +345,9 @@ impl Store for PgStore {
         Ok(rows.iter().map(rest::key_row).collect())
     }
 
-    async fn live_key_count(&self) -> StoreResult<usize> {
+    async fn key_count(&self) -> StoreResult<usize> {
         let client = self.client().await?;
-        let count: i64 = client.query_one("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL", &[]).await?.get(0);
+        let count: i64 = client.query_one("SELECT COUNT(*) FROM api_keys", &[]).await?.get(0);
         Ok(count as usize)
     }
 

@@ -37,8 +37,8 @@ pub fn list(db: &Connection) -> StoreResult<Vec<ApiKeyRow>> {
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn live_count(db: &Connection) -> StoreResult<usize> {
-    let count: i64 = db.query_row("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL", [], |row| row.get(0))?;
+pub fn count(db: &Connection) -> StoreResult<usize> {
+    let count: i64 = db.query_row("SELECT COUNT(*) FROM api_keys", [], |row| row.get(0))?;
     Ok(count as usize)
 }
 

@@ -305,8 +305,8 @@ impl Store for SqliteStore {
         self.read(keys::list).await
     }
 
-    async fn live_key_count(&self) -> StoreResult<usize> {
-        self.read(keys::live_count).await
+    async fn key_count(&self) -> StoreResult<usize> {
+        self.read(keys::count).await
     }
 
     async fn revoke_key(&self, id: &str) -> StoreResult<bool> {
