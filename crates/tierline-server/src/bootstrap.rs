@@ -40,7 +40,9 @@ pub async fn run(
         config.support.alert_webhook_attempts,
         events.clone(),
     );
-    let support = Arc::new(Support::new(store.clone(), config.support.policy.clone(), alerting, events)?);
+    let support = Arc::new(
+        Support::new(store.clone(), config.support.policy.clone(), alerting, events)?.with_privacy(&config.privacy),
+    );
     let sweeper = support.spawn_sweeper();
     let spikes = support.spawn_spike_watch();
     #[cfg(unix)]

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use serde::Deserialize;
 use tierline_infer::settings::{EngineConfig, InferSettings, ModelsConfig};
 use tierline_support::insights::anomaly::AnomalyConfig;
-use tierline_support::settings::{KbConfig, SupportConfig};
+use tierline_support::settings::{KbConfig, PrivacyConfig, SupportConfig};
 
 /// Prefix of environment overrides: `TIERLINE_SERVER__PORT=9000` sets `server.port`.
 pub const ENV_PREFIX: &str = "TIERLINE_";
@@ -24,6 +24,7 @@ pub struct Config {
     pub support: SupportConfig,
     /// Spike detection over ticket embeddings.
     pub anomaly: AnomalyConfig,
+    pub privacy: PrivacyConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,7 @@ impl Default for Config {
             kb: KbConfig::default(),
             support: SupportConfig::default(),
             anomaly: Default::default(),
+            privacy: PrivacyConfig::default(),
         }
     }
 }

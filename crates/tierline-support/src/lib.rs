@@ -8,6 +8,7 @@ pub mod conversation;
 pub mod insights;
 pub mod kb;
 pub mod learn;
+pub mod privacy;
 pub mod settings;
 pub mod store;
 pub mod triage;

@@ -100,3 +100,21 @@ impl SupportConfig {
         Ok(())
     }
 }
+
+/// `[privacy]`: what is redacted before anything is stored, and how long conversations are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Kinds replaced by typed placeholders in stored messages, live events, handoff packets
+    /// and logs: email, phone, card, iban, secret. `[]` stores text as written.
+    pub redact: Vec<crate::privacy::Redaction>,
+    /// Conversations (and their messages, feedback and derived rows) older than this many days
+    /// are deleted by the sweeper; 0 keeps them.
+    pub retention_days: u32,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { redact: crate::privacy::Redaction::ALL.to_vec(), retention_days: 0 }
+    }
+}

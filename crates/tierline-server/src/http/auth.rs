@@ -28,6 +28,17 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Whether the caller may write knowledge or training data (approved answers become
+    /// internal articles, corrections train the heads): people's keys (agent, admin), not
+    /// helpdesk integrations.
+    pub fn may_teach(&self) -> bool {
+        match self {
+            Caller::Open => true,
+            Caller::Key(key) => access::allows(key, &[Scope::Agent]),
+            Caller::Customer { .. } => false,
+        }
+    }
+
     /// Whether the caller may open conversation `id`.
     pub fn may_open(&self, id: &str) -> bool {
         match self {

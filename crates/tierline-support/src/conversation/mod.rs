@@ -5,6 +5,7 @@
 //! stored before the caller gets an answer.
 
 pub mod calibration;
+pub mod erasure;
 pub mod events;
 pub mod handoff;
 pub mod metrics;
@@ -12,6 +13,7 @@ mod replies;
 mod resolution;
 mod turn;
 
+use crate::privacy::Redactor;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -170,6 +172,8 @@ pub struct Support {
     policy: RwLock<Arc<Policy>>,
     policy_path: PathBuf,
     events: Events,
+    redactor: Redactor,
+    retention_days: u32,
 }
 
 impl Support {
@@ -180,7 +184,20 @@ impl Support {
         events: Events,
     ) -> anyhow::Result<Self> {
         let policy = Policy::load(&policy_path)?;
-        Ok(Self { store, alerting: Arc::new(alerting), policy: RwLock::new(Arc::new(policy)), policy_path, events })
+        let (redactor, retention_days) = (Redactor::default(), 0);
+        let policy = RwLock::new(Arc::new(policy));
+        Ok(Self { store, alerting: Arc::new(alerting), policy, policy_path, events, redactor, retention_days })
+    }
+
+    /// What is redacted before storing, and how long conversations are kept.
+    pub fn with_privacy(mut self, privacy: &crate::settings::PrivacyConfig) -> Self {
+        self.redactor = Redactor::new(&privacy.redact);
+        self.retention_days = privacy.retention_days;
+        self
+    }
+
+    pub fn redactor(&self) -> &Redactor {
+        &self.redactor
     }
 
     /// What happens in conversations, for live screens.
@@ -350,6 +367,7 @@ impl Support {
             first_human_reply: true,
             ..Default::default()
         };
+        let text = self.redactor.redact(&text).into_owned();
         self.store.record(id, vec![NewMessage::agent(agent.clone(), text.clone())], change).await?;
         self.events.publish(Event::AgentReply { conversation_id: id.into(), agent, text, at: now_ms() });
         Ok(self.load(id).await?.0)
@@ -480,6 +498,9 @@ impl Support {
         self.watch_for_spikes().await;
         if let Err(err) = self.alerting.tick().await {
             tracing::warn!(error = %err, "anomaly alerts not advanced");
+        }
+        if let Err(err) = self.apply_retention().await {
+            tracing::warn!(error = %err, "retention sweep failed");
         }
         let policy = self.policy();
         let limit = policy.conversation.time_limit_secs;

@@ -51,13 +51,21 @@ impl Support {
         let (conversation, history) = self.load(id).await?;
         let policy = self.policy();
         let reading = Reading::of(models.classifier, None, &text, policy.first_language()).await?;
-        let planned = match TurnState::of(&conversation) {
+        let mut planned = match TurnState::of(&conversation) {
             TurnState::WithAi => self.triage_turn(models, &policy, &conversation, &history, &text, &reading).await?,
             TurnState::WithPerson => stay_with_person(&conversation, &policy),
             TurnState::Reopening => reopen(&conversation, &policy),
         };
         let first_ticket = !history.iter().any(|m| m.role == Role::Customer);
-        let mut messages = vec![customer_record(text, &planned.decision, reading)];
+        // The models read the original; what is stored and shown holds placeholders instead.
+        let stored_text = self.redactor().redact(&text).into_owned();
+        for signal in &mut planned.decision.signals {
+            if let Some(sentence) = &mut signal.sentence {
+                *sentence = self.redactor().redact(sentence).into_owned();
+            }
+            signal.evidence = self.redactor().redact(&signal.evidence).into_owned();
+        }
+        let mut messages = vec![customer_record(stored_text, &planned.decision, reading)];
         if let Some(reply) = &planned.reply {
             let detail = AiReply { citations: reply.citations.clone(), handoff: planned.handoff };
             messages.push(NewMessage::ai(reply.text.clone(), detail));

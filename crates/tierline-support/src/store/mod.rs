@@ -202,6 +202,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn keys(&self) -> StoreResult<Vec<ApiKeyRow>>;
 
+    /// Conversations whose customer details carry this id or e-mail.
+    async fn customer_conversations(&self, customer: &str) -> StoreResult<Vec<String>>;
+
+    /// The oldest conversations created before `before` (ms), at most `limit`.
+    async fn conversations_before(&self, before: i64, limit: usize) -> StoreResult<Vec<String>>;
+
+    /// Deletes these conversations with their messages and feedback, in one transaction.
+    async fn erase_conversations(&self, ids: &[String]) -> StoreResult<Erased>;
+
     /// Keys ever created, revoked ones included: once a team has made a key, revoking them all
     /// must not open the server again.
     async fn key_count(&self) -> StoreResult<usize>;

@@ -398,3 +398,11 @@ pub struct ApiKeyRow {
     pub created_at: i64,
     pub revoked_at: Option<i64>,
 }
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Erased {
+    pub conversations: usize,
+    pub messages: usize,
+    pub feedback: usize,
+}

@@ -129,15 +129,26 @@ pub async fn agent_message(
     request_body = Resolve,
     responses(
         (status = 200, body = Resolved),
+        (status = 403, body = ErrorBody, description = "a helpdesk key sent knowledge or training data"),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody),
     ),
 )]
 pub async fn resolve(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Resolve>,
 ) -> Result<Json<Resolved>, ApiError> {
+    let teaches =
+        request.approved_answer.is_some() || request.corrected_topic.is_some() || request.corrected_queue.is_some();
+    if teaches && !caller.may_teach() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "forbidden",
+            "`approved_answer`, `corrected_topic` and `corrected_queue` write knowledge and training data: they need an agent key, not a helpdesk one",
+        ));
+    }
     let too_long = |a: &String| a.trim().is_empty() || a.len() > state.limits().max_article_bytes;
     if request.approved_answer.as_ref().is_some_and(too_long) {
         return Err(ApiError::invalid(

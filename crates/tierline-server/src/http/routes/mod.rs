@@ -1,6 +1,7 @@
 pub mod chat;
 pub mod classify;
 pub mod conversations;
+pub mod customers;
 pub mod embed;
 pub mod events;
 pub mod health;

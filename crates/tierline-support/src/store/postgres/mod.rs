@@ -345,6 +345,39 @@ impl Store for PgStore {
         Ok(rows.iter().map(rest::key_row).collect())
     }
 
+    async fn customer_conversations(&self, customer: &str) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM conversations
+                 WHERE customer::jsonb ->> 'id' = $1 OR lower(customer::jsonb ->> 'email') = lower($1)",
+                &[&customer],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn conversations_before(&self, before: i64, limit: usize) -> StoreResult<Vec<String>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id FROM conversations WHERE created_at < $1 ORDER BY created_at LIMIT $2",
+                &[&before, &(limit as i64)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    async fn erase_conversations(&self, ids: &[String]) -> StoreResult<Erased> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let feedback = tx.execute("DELETE FROM feedback WHERE conversation_id = ANY($1)", &[&ids]).await?;
+        let messages = tx.execute("DELETE FROM messages WHERE conversation_id = ANY($1)", &[&ids]).await?;
+        let conversations = tx.execute("DELETE FROM conversations WHERE id = ANY($1)", &[&ids]).await?;
+        tx.commit().await?;
+        Ok(Erased { conversations: conversations as usize, messages: messages as usize, feedback: feedback as usize })
+    }
+
     async fn key_count(&self) -> StoreResult<usize> {
         let client = self.client().await?;
         let count: i64 = client.query_one("SELECT COUNT(*) FROM api_keys", &[]).await?.get(0);

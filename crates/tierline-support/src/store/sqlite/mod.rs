@@ -4,6 +4,7 @@
 
 mod alerts;
 mod conversations;
+mod erasure;
 mod feedback;
 mod keys;
 mod schema;
@@ -108,6 +109,8 @@ fn connect(path: &Path) -> anyhow::Result<Connection> {
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", "FULL")?;
     connection.pragma_update(None, "foreign_keys", "ON")?;
+    // Deleted rows (erasure, retention) are overwritten, not left in free pages.
+    connection.pragma_update(None, "secure_delete", "ON")?;
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(connection)
 }
@@ -303,6 +306,20 @@ impl Store for SqliteStore {
 
     async fn keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
         self.read(keys::list).await
+    }
+
+    async fn customer_conversations(&self, customer: &str) -> StoreResult<Vec<String>> {
+        let customer = customer.to_string();
+        self.read(move |db| erasure::of_customer(db, &customer)).await
+    }
+
+    async fn conversations_before(&self, before: i64, limit: usize) -> StoreResult<Vec<String>> {
+        self.read(move |db| erasure::created_before(db, before, limit)).await
+    }
+
+    async fn erase_conversations(&self, ids: &[String]) -> StoreResult<Erased> {
+        let ids = ids.to_vec();
+        self.write(move |db| erasure::erase(db, &ids)).await
     }
 
     async fn key_count(&self) -> StoreResult<usize> {

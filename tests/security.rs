@@ -1,0 +1,124 @@
+//! Closed by default, scopes that match the roles, redaction, erasure and request ids, over
+//! real HTTP against the real models.
+
+mod common;
+
+use reqwest::Method;
+use serde_json::json;
+use tierline::access::{self, Scope};
+
+use common::server::TestServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_keys_a_non_loopback_bind_refuses_to_start() {
+    let config = common::config();
+    let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let err = tierline::server::run(config.clone(), listener, std::future::pending()).await.unwrap_err();
+    assert!(format!("{err:#}").contains("refusing to serve"), "{err:#}");
+
+    // With an admin key, the same bind is allowed (the start gets past the check: it is served).
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
+    let admin = access::create(&*store, "ops", &[Scope::Admin]).await.unwrap();
+    // The last admin key cannot be revoked; another admin first, then it can.
+    let err = access::revoke(&*store, &admin.id).await.unwrap_err();
+    assert!(err.to_string().contains("last admin key"), "{err}");
+    let second = access::create(&*store, "ops-2", &[Scope::Admin]).await.unwrap();
+    access::revoke(&*store, &admin.id).await.unwrap();
+    assert!(access::revoke(&*store, &second.id).await.is_err(), "the remaining admin key stays");
+    // Revoking every helpdesk key does not open the server again: keys stay required.
+    let helpdesk = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap();
+    access::revoke(&*store, &helpdesk.id).await.unwrap();
+    drop(store);
+    let server = TestServer::start(config).await;
+    let (status, body) = server.post("/v1/conversations", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_redaction_erasure_and_request_ids() {
+    let config = common::config();
+    let database = config.support.database.clone();
+    let store = tierline::store::open(&database, 4).await.unwrap();
+    let helpdesk = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap().key;
+    let agent = access::create(&*store, "console", &[Scope::Agent]).await.unwrap().key;
+    let admin = access::create(&*store, "ops", &[Scope::Admin]).await.unwrap().key;
+    drop(store);
+    let mut server = TestServer::start(config).await;
+
+    // A customer pastes a card number, an e-mail, a phone number and a password.
+    server.key = Some(helpdesk.clone());
+    let (status, conversation) = server
+        .post("/v1/conversations", json!({ "customer": { "id": "cust-42", "email": "Ana.Lopez@example.com" } }))
+        .await;
+    assert_eq!(status, 201, "{conversation}");
+    let id = conversation["id"].as_str().unwrap().to_string();
+    let secret_text = "I was charged twice on card 4111 1111 1111 1111, write to ana.lopez@example.com or call \
+                       +44 20 7946 0958. My password: Tr0ub4dor&3";
+    let response = server
+        .client
+        .post(format!("{}/v1/conversations/{id}/messages", server.base))
+        .bearer_auth(&helpdesk)
+        .json(&json!({ "text": secret_text }))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers().get("x-request-id").is_some(), "every response carries a request id");
+    assert_eq!(response.status(), 200);
+    let turn: serde_json::Value = response.json().await.unwrap();
+    // The models read the original: a double charge is still billing, for a person.
+    assert_eq!(turn["decision"]["tier"], "human", "{turn}");
+
+    server.key = Some(agent.clone());
+    let (_, view) = server.send(Method::GET, &format!("/v1/conversations/{id}"), None).await;
+    let stored = view["messages"][0]["text"].as_str().unwrap();
+    assert_eq!(
+        stored, "I was charged twice on card [card], write to [email] or call [phone]. My password: [secret]",
+        "{view}"
+    );
+    let (_, packet) = server.send(Method::GET, &format!("/v1/conversations/{id}/handoff"), None).await;
+    let packet = packet.to_string();
+    for leaked in ["4111", "ana.lopez", "7946", "Tr0ub4dor"] {
+        assert!(!packet.contains(leaked), "{leaked} in the packet: {packet}");
+    }
+
+    // A helpdesk key cannot write knowledge or training data through a resolution.
+    server.key = Some(helpdesk.clone());
+    let teach =
+        json!({ "resolved_by": "human", "approved_answer": "Refunds take 5 days.", "corrected_topic": "refund" });
+    let (status, body) = server.post(&format!("/v1/conversations/{id}/resolve"), teach.clone()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    // ...nor erase customers or reload the policy.
+    let (status, _) = server.send(Method::DELETE, "/v1/customers/cust-42", None).await;
+    assert_eq!(status, 403);
+    let (status, _) = server.post("/v1/admin/policy/reload", json!({})).await;
+    assert_eq!(status, 403);
+    // An agent may teach.
+    server.key = Some(agent.clone());
+    let (status, body) = server.post(&format!("/v1/conversations/{id}/resolve"), teach).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Erasure by e-mail (any case): a receipt, and the customer's text is nowhere in the files.
+    server.key = Some(admin.clone());
+    let (status, receipt) = server.send(Method::DELETE, "/v1/customers/ana.lopez@EXAMPLE.com", None).await;
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(receipt["conversations"], 1, "{receipt}");
+    assert!(receipt["messages"].as_u64().unwrap() >= 2, "{receipt}");
+    let (status, _) = server.send(Method::GET, &format!("/v1/conversations/{id}"), None).await;
+    assert_eq!(status, 404);
+    let (_, again) = server.send(Method::DELETE, "/v1/customers/cust-42", None).await;
+    assert_eq!(again["conversations"], 0, "erasing again finds nothing: {again}");
+    if !database.to_string_lossy().starts_with("postgres") {
+        let dir = database.parent().unwrap();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            for needle in ["charged twice on card", "Ana.Lopez", "cust-42"] {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
+                    "`{needle}` survives in the database files"
+                );
+            }
+        }
+    }
+    server.stop().await;
+}
