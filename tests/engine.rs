@@ -14,7 +14,13 @@ fn start(limits: BatchLimits) -> (Engine, EngineMetrics) {
 }
 
 fn limits(max_queued_texts: usize) -> BatchLimits {
-    BatchLimits { max_queued_texts, max_batch_tokens: 4096, max_batch_texts: 32, max_wait: Duration::from_millis(2) }
+    BatchLimits {
+        max_queued_texts,
+        max_queue_time: Duration::from_secs(3600),
+        max_batch_tokens: 4096,
+        max_batch_texts: 32,
+        max_wait: Duration::from_millis(2),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,6 +60,30 @@ async fn a_full_queue_is_an_explicit_overload_error() {
     assert_eq!(metrics.overloaded_total.get(), 1);
     assert_eq!(engine.queued_texts(), 0, "a refused request holds no capacity");
     assert_eq!(engine.embed(vec!["hello".to_string(); 8]).await.unwrap().len(), 8);
+    engine.shutdown();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_beyond_the_time_budget_is_refused_at_once() {
+    let (engine, metrics) = start(BatchLimits { max_queue_time: Duration::from_millis(300), ..limits(100_000) });
+    // Measure the throughput once, then keep the engine busy with about ten seconds of work.
+    engine.embed(vec!["warm up the throughput estimate".to_string(); 32]).await.unwrap();
+    let busy: Vec<String> = (0..256).map(|i| format!("{i} ").repeat(120)).collect();
+    let background = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.embed(busy).await })
+    };
+    while engine.queued_texts() == 0 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let started = std::time::Instant::now();
+    let err = engine.embed(vec!["one more".to_string()]).await.unwrap_err();
+    let refused_in = started.elapsed();
+    assert!(matches!(err, EngineError::Overloaded { retry_after_secs: 1.., .. }), "{err:?}");
+    assert!(refused_in < Duration::from_secs(1), "refused at once, not after the queued work ({refused_in:?})");
+    assert!(metrics.overloaded_total.get() >= 1);
+    // The first request was admitted whole (an idle engine takes any request) and finishes.
+    let _ = background.await.unwrap();
     engine.shutdown();
 }
 

@@ -22,6 +22,8 @@ use super::heads::{HeadInput, HeadSet};
 pub struct BatchLimits {
     /// Texts admitted (queued or running) before `Overloaded`.
     pub max_queued_texts: usize,
+    /// Admitted work, at the measured throughput, before `Overloaded`.
+    pub max_queue_time: Duration,
     /// Padded cost of one batch: texts x longest text, in tokens.
     pub max_batch_tokens: usize,
     pub max_batch_texts: usize,
@@ -33,6 +35,7 @@ impl BatchLimits {
     pub fn from_settings(config: &crate::settings::EngineConfig) -> Self {
         Self {
             max_queued_texts: config.max_queued_texts,
+            max_queue_time: Duration::from_millis(config.max_queue_ms),
             max_batch_tokens: config.max_batch_tokens,
             max_batch_texts: config.max_batch_texts,
             max_wait: Duration::from_micros(config.max_wait_us),
@@ -42,7 +45,7 @@ impl BatchLimits {
 
 #[derive(Debug, thiserror::Error, Clone)]
 pub enum EngineError {
-    #[error("the inference queue is full ({queued} texts admitted, limit {limit}); retry in {retry_after_secs} s")]
+    #[error("the inference queue is full ({queued} texts admitted, about {retry_after_secs} s of work, limit {limit} texts); retry in {retry_after_secs} s")]
     Overloaded { queued: usize, limit: usize, retry_after_secs: u64 },
     #[error("the inference engine has stopped")]
     Stopped,
@@ -322,11 +325,14 @@ impl Engine {
 
     fn admit(&self, texts: usize) -> Result<Admission<'_>, EngineError> {
         let limit = self.shared.limits.max_queued_texts;
+        let budget = self.shared.limits.max_queue_time.as_secs_f64();
         let mut current = self.shared.admitted.load(Ordering::Acquire);
         loop {
-            if current + texts > limit {
+            let rate = f64::from_bits(self.shared.texts_per_second.load(Ordering::Relaxed)).max(1.0);
+            // An idle engine takes any request; a busy one only what it finishes within budget.
+            let over_budget = current > 0 && (current + texts) as f64 / rate > budget;
+            if current + texts > limit || over_budget {
                 self.shared.metrics.overloaded_total.inc();
-                let rate = f64::from_bits(self.shared.texts_per_second.load(Ordering::Relaxed)).max(1.0);
                 let retry_after_secs = ((current as f64 / rate).ceil() as u64).clamp(1, 60);
                 return Err(EngineError::Overloaded { queued: current, limit, retry_after_secs });
             }
@@ -483,8 +489,11 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     shared.metrics.batch_size.observe(texts as f64);
     shared.metrics.batch_tokens.observe(tokens as f64);
     shared.metrics.inference_seconds.observe(elapsed.as_secs_f64());
+    // Smoothed: one small batch must not make admission believe the engine slow.
     let rate = texts as f64 / elapsed.as_secs_f64().max(1e-6);
-    shared.texts_per_second.store(rate.to_bits(), Ordering::Relaxed);
+    let previous = f64::from_bits(shared.texts_per_second.load(Ordering::Relaxed));
+    let smoothed = 0.8 * previous + 0.2 * rate;
+    shared.texts_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
     // Capacity goes back before the callers hear: one that sees its answer also sees it released.
     shared.release(texts);
     match outcome {

@@ -32,6 +32,7 @@ impl InferSettings {
             ("engine.max_queued_texts", self.engine.max_queued_texts),
             ("engine.max_batch_tokens", self.engine.max_batch_tokens),
             ("engine.max_batch_texts", self.engine.max_batch_texts),
+            ("engine.max_queue_ms", self.engine.max_queue_ms as usize),
         ];
         for (key, value) in positive {
             anyhow::ensure!(value > 0, "`{key}` must be greater than 0");
@@ -96,6 +97,9 @@ pub struct EngineConfig {
     pub device: String,
     /// Texts admitted into the queue (waiting or running) before new requests get 429.
     pub max_queued_texts: usize,
+    /// Work admitted, in milliseconds at the measured throughput, before new requests get 429
+    /// at once (with `Retry-After`): queued work never outlasts the callers' patience.
+    pub max_queue_ms: u64,
     /// Token budget of one batch, counted as batch size x longest text (padded cost).
     pub max_batch_tokens: usize,
     /// Most texts in one batch.
@@ -130,6 +134,7 @@ impl Default for EngineConfig {
         Self {
             device: "auto".into(),
             max_queued_texts: 4096,
+            max_queue_ms: 2_000,
             max_batch_tokens: 8192,
             max_batch_texts: 64,
             max_wait_us: 2_000,
