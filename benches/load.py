@@ -20,6 +20,7 @@ def main():
     args = ap.parse_args()
     sentences = pathlib.Path(__file__).with_name("sentences.txt").read_text().splitlines()
     statuses, latencies, lock = collections.Counter(), [], threading.Lock()
+    by_status = collections.defaultdict(list)
 
     def client(i):
         for r in range(args.requests):
@@ -37,6 +38,7 @@ def main():
             with lock:
                 statuses[code] += 1
                 latencies.append(time.perf_counter() - t0)
+                by_status[code].append(time.perf_counter() - t0)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
@@ -51,7 +53,8 @@ def main():
              for l in metrics.splitlines() if l.startswith("tierline_engine_batch_size")}
     print(json.dumps({"path": args.path, "clients": args.clients, "requests": sum(statuses.values()), "statuses": {str(k): v for k, v in statuses.items()},
                       "elapsed_s": round(elapsed, 2), "answered_texts_per_s": round(ok * args.texts / elapsed, 1),
-                      "latency_ms": {"p50": round(pct(0.5), 1), "p99": round(pct(0.99), 1)}, "batch_size_histogram": batch}, indent=1))
+                      "latency_ms": {"p50": round(pct(0.5), 1), "p99": round(pct(0.99), 1)},
+                      "latency_ms_by_status": {str(k): {"p50": round(sorted(v)[len(v) // 2] * 1e3, 1), "p99": round(sorted(v)[min(len(v) - 1, int(0.99 * len(v)))] * 1e3, 1)} for k, v in by_status.items()}, "batch_size_histogram": batch}, indent=1))
 
 if __name__ == "__main__":
     main()

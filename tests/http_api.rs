@@ -29,6 +29,39 @@ async fn embed_endpoint_answers_and_rejects_bad_input_with_json_errors() {
         body["data"][0]["tokens"].as_u64().unwrap() + body["data"][1]["tokens"].as_u64().unwrap()
     );
 
+    // base64: the same numbers as little-endian f32 bytes.
+    let (status, packed) = server
+        .post("/v1/embed", json!({ "texts": ["How do I reset my password?"], "encoding_format": "base64" }))
+        .await;
+    assert_eq!(status, 200, "{packed}");
+    let decoded = decode_base64_f32(packed["data"][0]["embedding"].as_str().unwrap());
+    assert_eq!(decoded, first, "base64 carries exactly the float embedding");
+
+    // OpenAI's embeddings API: one text or a list, float or base64, usage in prompt tokens.
+    let (status, openai) = server
+        .post("/v1/embeddings", json!({ "input": "How do I reset my password?", "model": "all-MiniLM-L6-v2" }))
+        .await;
+    assert_eq!(status, 200, "{openai}");
+    assert_eq!((openai["object"].as_str(), openai["data"][0]["object"].as_str()), (Some("list"), Some("embedding")));
+    let same: Vec<f32> = serde_json::from_value(openai["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(same, first);
+    assert_eq!(openai["usage"]["prompt_tokens"], 9);
+    let (status, openai) = server
+        .post("/v1/embeddings", json!({ "input": ["a", "How do I reset my password?"], "encoding_format": "base64" }))
+        .await;
+    assert_eq!(status, 200, "{openai}");
+    assert_eq!(decode_base64_f32(openai["data"][1]["embedding"].as_str().unwrap()), first);
+    for (body, field) in [
+        (json!({ "input": "x", "model": "text-embedding-3-small" }), Some("model")),
+        (json!({ "input": "x", "dimensions": 256 }), Some("dimensions")),
+        (json!({ "input": [] }), Some("input")),
+        (json!({ "input": ["ok", " "] }), Some("input[1]")),
+        (json!({ "input": [[1, 2, 3]] }), None),
+    ] {
+        let (status, error) = server.post("/v1/embeddings", body.clone()).await;
+        assert_eq!((status, error["error"]["field"].as_str()), (422, field), "{body}: {error}");
+    }
+
     // Each bad request: status, error code, and the field named where there is one.
     let cases: Vec<(Value, u16, &str, Option<&str>)> = vec![
         (json!({ "texts": [] }), 422, "invalid_field", Some("texts")),
@@ -297,4 +330,20 @@ async fn knowledge_base_articles_are_edited_over_http_and_edits_survive_a_restar
     let (status, _) = server.send(Method::GET, "/v1/kb/articles/reset-your-password", None).await;
     assert_eq!(status, 404);
     server.stop().await;
+}
+
+fn decode_base64_f32(text: &str) -> Vec<f32> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut bytes = Vec::new();
+    for c in text.bytes().filter(|c| *c != b'=') {
+        bits = (bits << 6) | ALPHABET.iter().position(|a| *a == c).expect("base64") as u32;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+        }
+    }
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
 }

@@ -162,6 +162,85 @@ fn default_window() -> Window {
 #[serde(deny_unknown_fields)]
 pub struct EmbedRequest {
     pub texts: Vec<String>,
+    /// `float` (default): arrays of numbers; `base64`: each embedding as the base64 of its
+    /// little-endian f32 bytes (about a quarter of the JSON, parsed much faster).
+    #[serde(default)]
+    pub encoding_format: EncodingFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EncodingFormat {
+    #[default]
+    Float,
+    Base64,
+}
+
+/// An embedding as numbers, or as base64 of little-endian f32 (`encoding_format`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+impl EmbeddingValue {
+    pub fn encode(embedding: Vec<f32>, format: EncodingFormat) -> Self {
+        match format {
+            EncodingFormat::Float => Self::Float(embedding),
+            EncodingFormat::Base64 => {
+                use base64::Engine as _;
+                let bytes: Vec<u8> = embedding.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Self::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+        }
+    }
+}
+
+/// `POST /v1/embeddings`, as OpenAI's embeddings API takes it.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiEmbeddingsRequest {
+    /// One text or a list of texts (token arrays are not accepted).
+    pub input: OpenAiInput,
+    /// Accepted for compatibility; must name the served encoder (or be omitted).
+    pub model: Option<String>,
+    #[serde(default)]
+    pub encoding_format: EncodingFormat,
+    /// Must equal the encoder's width when given (no truncated embeddings).
+    pub dimensions: Option<usize>,
+    /// Accepted and ignored (OpenAI's end-user id).
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum OpenAiInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenAiEmbeddingsResponse {
+    /// Always `list`.
+    pub object: &'static str,
+    pub data: Vec<OpenAiEmbedding>,
+    pub model: String,
+    pub usage: OpenAiUsage,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenAiEmbedding {
+    /// Always `embedding`.
+    pub object: &'static str,
+    pub index: usize,
+    pub embedding: EmbeddingValue,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OpenAiUsage {
+    pub prompt_tokens: usize,
+    pub total_tokens: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -176,7 +255,7 @@ pub struct EmbedResponse {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EmbeddingItem {
     pub index: usize,
-    pub embedding: Vec<f32>,
+    pub embedding: EmbeddingValue,
     pub tokens: usize,
     /// The text was longer than the model's limit and only its beginning was encoded.
     pub truncated: bool,

@@ -64,6 +64,18 @@ impl ApiError {
         }
     }
 
+    /// Renames the field an error names (`texts[2]` -> `input[2]`) for a route whose request
+    /// calls it differently.
+    pub fn renamed(from: &'static str, to: &'static str) -> impl Fn(Self) -> Self {
+        move |mut err| {
+            if let Some(field) = err.field.take() {
+                err.field = Some(field.strip_prefix(from).map_or(field.clone(), |rest| format!("{to}{rest}")));
+                err.message = err.message.replace(&format!("`{from}`"), &format!("`{to}`"));
+            }
+            err
+        }
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/widget.js", get(routes::pages::widget))
         .route("/assets/{name}", get(routes::pages::asset))
         .route("/v1/embed", guarded(s, either, post(routes::embed::embed)))
+        .route("/v1/embeddings", guarded(s, either, post(routes::embed::openai_embeddings)))
         .route("/v1/classify", guarded(s, either, post(routes::classify::classify)))
         .route("/v1/models", guarded(s, either, get(routes::models::models)))
         .route("/v1/answer", guarded(s, either, post(routes::kb::answer)))

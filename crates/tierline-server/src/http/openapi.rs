@@ -13,6 +13,7 @@ use super::{api, routes};
     info(title = "tierline", description = "Self-hosted AI customer-support automation: triage, Tier-1 answers, conversations with escalation."),
     paths(
         routes::embed::embed,
+        routes::embed::openai_embeddings,
         routes::customers::erase,
         routes::classify::classify,
         routes::kb::search,

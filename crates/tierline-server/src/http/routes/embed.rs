@@ -31,6 +31,7 @@ pub async fn embed(
     validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
     let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
     let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let format = request.encoding_format;
     let outputs = within_deadline(timeout, engine.embed(request.texts)).await?;
     let info = engine.info();
     let usage = Usage { tokens: outputs.iter().map(|o| o.tokens).sum() };
@@ -39,7 +40,7 @@ pub async fn embed(
         .enumerate()
         .map(|(index, out)| EmbeddingItem {
             index,
-            embedding: out.embedding,
+            embedding: EmbeddingValue::encode(out.embedding, format),
             tokens: out.tokens,
             truncated: out.truncated,
         })
@@ -50,6 +51,62 @@ pub async fn embed(
         dimensions: info.dimensions,
         data,
         usage,
+    }))
+}
+
+/// OpenAI-compatible embeddings: the same encoder as `/v1/embed`, in OpenAI's request and
+/// response shapes, so existing OpenAI clients work by changing their base URL.
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "models",
+    request_body = OpenAiEmbeddingsRequest,
+    responses(
+        (status = 200, body = OpenAiEmbeddingsResponse),
+        (status = 422, description = "invalid field (model, dimensions, input)", body = ErrorBody),
+        (status = 429, description = "overloaded", body = ErrorBody),
+        (status = 503, description = "models loading or timed out", body = ErrorBody),
+    ),
+)]
+pub async fn openai_embeddings(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<OpenAiEmbeddingsRequest>,
+) -> Result<Json<OpenAiEmbeddingsResponse>, ApiError> {
+    let limits = state.limits();
+    let texts = match request.input {
+        OpenAiInput::One(text) => vec![text],
+        OpenAiInput::Many(texts) => texts,
+    };
+    validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)
+        .map_err(ApiError::renamed("texts", "input"))?;
+    let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
+    let info = engine.info().clone();
+    if let Some(model) = request.model.as_deref().filter(|m| *m != info.id && !info.id.ends_with(&format!("/{m}"))) {
+        return Err(ApiError::invalid("model", format!("this server serves `{}`, not `{model}`", info.id)));
+    }
+    if let Some(dimensions) = request.dimensions.filter(|d| *d != info.dimensions) {
+        return Err(ApiError::invalid(
+            "dimensions",
+            format!("the encoder's embeddings have {} dimensions, not {dimensions}", info.dimensions),
+        ));
+    }
+    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let outputs = within_deadline(timeout, engine.embed(texts)).await?;
+    let tokens = outputs.iter().map(|o| o.tokens).sum();
+    let data = outputs
+        .into_iter()
+        .enumerate()
+        .map(|(index, out)| OpenAiEmbedding {
+            object: "embedding",
+            index,
+            embedding: EmbeddingValue::encode(out.embedding, request.encoding_format),
+        })
+        .collect();
+    Ok(Json(OpenAiEmbeddingsResponse {
+        object: "list",
+        data,
+        model: info.id,
+        usage: OpenAiUsage { prompt_tokens: tokens, total_tokens: tokens },
     }))
 }
 
