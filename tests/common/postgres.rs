@@ -154,7 +154,9 @@ impl Cluster {
         );
         let mut watcher = as_cluster_owner(Path::new("/bin/sh"));
         watcher.args(["-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
-        watcher.spawn().expect("the cluster watcher starts");
+        // Outlives this process on purpose (it stops the cluster after it): never waited for.
+        #[allow(clippy::zombie_processes)]
+        let _watcher = watcher.spawn().expect("the cluster watcher starts");
     }
 }
 
