@@ -108,6 +108,23 @@ async fn scopes_redaction_erasure_and_request_ids() {
     assert_eq!(status, 404);
     let (_, again) = server.send(Method::DELETE, "/v1/customers/cust-42", None).await;
     assert_eq!(again["conversations"], 0, "erasing again finds nothing: {again}");
+    // Admin actions are in the audit log, with who did them.
+    let (status, _) = server.post("/v1/admin/policy/reload", json!({})).await;
+    assert_eq!(status, 200);
+    let (status, log) = server.send(Method::GET, "/v1/admin/audit?limit=50", None).await;
+    assert_eq!(status, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions[..3], ["policy_reloaded", "customer_erased", "customer_erased"], "{log}");
+    assert_eq!(actions.iter().filter(|a| **a == "key_created").count(), 3, "{log}");
+    // The erased customer is named by a hash, never by the id the erasure removed.
+    assert!(entries[1]["target"].as_str().unwrap().starts_with("sha256:"), "{log}");
+    assert!(entries[0]["actor"].as_str().unwrap().starts_with("key_"), "the admin key's id: {log}");
+    server.key = Some(agent.clone());
+    let (status, _) = server.send(Method::GET, "/v1/admin/audit", None).await;
+    assert_eq!(status, 403, "agents do not read the audit log");
+    server.key = Some(admin.clone());
+
     if !database.to_string_lossy().starts_with("postgres") {
         let dir = database.parent().unwrap();
         for entry in std::fs::read_dir(dir).unwrap() {

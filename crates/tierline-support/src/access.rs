@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::{new_id, random_hex};
-use crate::store::{ApiKeyRow, Store, StoreResult};
+use crate::store::{ApiKeyRow, AuditAction, Store, StoreResult};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -61,6 +61,8 @@ pub async fn create(store: &dyn Store, name: &str, scopes: &[Scope]) -> anyhow::
     let id = new_id("key");
     let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
     store.insert_key(&id, &hash(&key), name, &scopes).await?;
+    let detail = serde_json::json!({ "name": name, "scopes": scopes });
+    store.audit("cli", AuditAction::KeyCreated, &id, &detail).await?;
     Ok(CreatedKey { id, key })
 }
 
@@ -76,6 +78,7 @@ pub async fn revoke(store: &dyn Store, id: &str) -> anyhow::Result<()> {
         anyhow::bail!("`{id}` is the last admin key: create another admin key before revoking it");
     }
     anyhow::ensure!(store.revoke_key(id).await?, "no live key with id `{id}`");
+    store.audit("cli", AuditAction::KeyRevoked, id, &serde_json::json!({ "name": key.name })).await?;
     Ok(())
 }
 

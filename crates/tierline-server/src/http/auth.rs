@@ -28,6 +28,15 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// Who acted, as the audit log records it.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Open => "open".to_string(),
+            Caller::Key(key) => key.id.clone(),
+            Caller::Customer { conversation_id } => format!("customer:{conversation_id}"),
+        }
+    }
+
     /// Whether the caller may write knowledge or training data (approved answers become
     /// internal articles, corrections train the heads): people's keys (agent, admin), not
     /// helpdesk integrations.
@@ -148,4 +157,18 @@ async fn require_key(
     }
     request.extensions_mut().insert(Caller::Key(key));
     next.run(request).await
+}
+
+/// Records an admin action; a failed write is logged, not returned (the action itself is done).
+pub async fn audit(
+    state: &AppState,
+    caller: &Caller,
+    action: tierline_support::store::AuditAction,
+    target: &str,
+    detail: serde_json::Value,
+) {
+    let store = state.support().store();
+    if let Err(err) = store.audit(&caller.actor(), action, target, &detail).await {
+        tracing::warn!(error = %err, action = action.as_str(), target, "audit entry not written");
+    }
 }

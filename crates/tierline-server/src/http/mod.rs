@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/feedback/export", guarded(s, agent, get(routes::insights::export)))
         .route("/v1/feedback/{id}", guarded(s, agent, post(routes::insights::review)))
         .route("/v1/customers/{id}", guarded(s, admin, axum::routing::delete(routes::customers::erase)))
+        .route("/v1/admin/audit", guarded(s, admin, get(routes::customers::audit_log)))
         .route("/v1/admin/policy/reload", guarded(s, admin, post(routes::conversations::reload_policy)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -15,6 +15,7 @@ use super::{api, routes};
         routes::embed::embed,
         routes::embed::openai_embeddings,
         routes::customers::erase,
+        routes::customers::audit_log,
         routes::classify::classify,
         routes::kb::search,
         routes::kb::answer,

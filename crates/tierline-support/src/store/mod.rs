@@ -211,6 +211,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes these conversations with their messages and feedback, in one transaction.
     async fn erase_conversations(&self, ids: &[String]) -> StoreResult<Erased>;
 
+    /// Appends to the audit log.
+    async fn audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        target: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<()>;
+
+    /// The newest audit entries first, at most `limit`.
+    async fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>>;
+
     /// Keys ever created, revoked ones included: once a team has made a key, revoking them all
     /// must not open the server again.
     async fn key_count(&self) -> StoreResult<usize>;

@@ -406,3 +406,61 @@ pub struct Erased {
     pub messages: usize,
     pub feedback: usize,
 }
+
+/// An admin action, as the audit log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    KeyCreated,
+    KeyRevoked,
+    PolicyReloaded,
+    ArticleCreated,
+    ArticleReplaced,
+    ArticleRemoved,
+    HeadPromoted,
+    CustomerErased,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 8] = [
+        AuditAction::KeyCreated,
+        AuditAction::KeyRevoked,
+        AuditAction::PolicyReloaded,
+        AuditAction::ArticleCreated,
+        AuditAction::ArticleReplaced,
+        AuditAction::ArticleRemoved,
+        AuditAction::HeadPromoted,
+        AuditAction::CustomerErased,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::KeyCreated => "key_created",
+            AuditAction::KeyRevoked => "key_revoked",
+            AuditAction::PolicyReloaded => "policy_reloaded",
+            AuditAction::ArticleCreated => "article_created",
+            AuditAction::ArticleReplaced => "article_replaced",
+            AuditAction::ArticleRemoved => "article_removed",
+            AuditAction::HeadPromoted => "head_promoted",
+            AuditAction::CustomerErased => "customer_erased",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// One entry of the audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    /// The key id that acted, `cli` for the command line, `open` without keys.
+    pub actor: String,
+    pub action: AuditAction,
+    /// What was acted on: a key id, an article id, a customer, a head.
+    pub target: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}

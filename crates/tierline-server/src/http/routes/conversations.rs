@@ -239,12 +239,18 @@ pub async fn queue(
         (status = 422, description = "invalid policy file; the old one stays", body = ErrorBody),
     ),
 )]
-pub async fn reload_policy(State(state): State<AppState>) -> Result<Json<Reloaded>, ApiError> {
+pub async fn reload_policy(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Reloaded>, ApiError> {
     let support = state.support().clone();
     let policy = tokio::task::spawn_blocking(move || support.reload_policy())
         .await
         .map_err(|err| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", err.to_string()))?
         .map_err(|err| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_policy", format!("{err:#}")))?;
+    let detail = serde_json::json!({ "queues": policy.queues.len() });
+    crate::http::auth::audit(&state, &caller, tierline_support::store::AuditAction::PolicyReloaded, "policy", detail)
+        .await;
     Ok(Json(Reloaded { reloaded: true, queues: policy.queues.clone() }))
 }
 

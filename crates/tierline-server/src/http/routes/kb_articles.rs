@@ -2,7 +2,11 @@
 //! while it serves. Each change rebuilds the index off the request thread and switches it in
 //! atomically; searches running meanwhile see the old index.
 
+use axum::Extension;
+use tierline_support::store::AuditAction;
+
 use crate::http::api::*;
+use crate::http::auth::{audit, Caller};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -82,6 +86,7 @@ pub async fn get(
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(input): ApiJson<ArticleInput>,
 ) -> Result<(StatusCode, Json<ArticleResponse>), ApiError> {
     let id = input.id.clone().unwrap_or_else(|| article::slug(&input.title));
@@ -94,7 +99,9 @@ pub async fn create(
         )
         .with_field("id"));
     }
+    let id = article.id.clone();
     let (_, response) = store(&state, article).await?;
+    audit(&state, &caller, AuditAction::ArticleCreated, &id, serde_json::json!({})).await;
     Ok((StatusCode::CREATED, response))
 }
 
@@ -113,14 +120,17 @@ pub async fn create(
 )]
 pub async fn put(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<ArticleInput>,
 ) -> Result<(StatusCode, Json<ArticleResponse>), ApiError> {
     if input.id.as_ref().is_some_and(|body_id| body_id != &id) {
         return Err(ApiError::invalid("id", "`id` in the body differs from the id in the path"));
     }
-    let article = checked(&state, input.into_article(id))?;
+    let article = checked(&state, input.into_article(id.clone()))?;
     let (outcome, response) = store(&state, article).await?;
+    let action = if outcome == Upserted::Created { AuditAction::ArticleCreated } else { AuditAction::ArticleReplaced };
+    audit(&state, &caller, action, &id, serde_json::json!({})).await;
     let status = if outcome == Upserted::Created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, response))
 }
@@ -136,7 +146,11 @@ pub async fn put(
         (status = 404, body = ErrorBody),
     ),
 )]
-pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
     let state_for_task = state.clone();
     let removed = {
         let id = id.clone();
@@ -148,6 +162,7 @@ pub async fn delete(State(state): State<AppState>, ApiPath(id): ApiPath<String>)
     if !removed {
         return Err(not_found(&id));
     }
+    audit(&state, &caller, AuditAction::ArticleRemoved, &id, serde_json::json!({})).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

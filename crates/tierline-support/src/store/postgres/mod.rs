@@ -345,6 +345,44 @@ impl Store for PgStore {
         Ok(rows.iter().map(rest::key_row).collect())
     }
 
+    async fn audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        target: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)",
+                &[&crate::clock::now_ms(), &actor, &action.as_str(), &target, &detail.to_string()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await?;
+        let mut entries = Vec::new();
+        for row in rows {
+            let id: i64 = row.get(0);
+            let corrupt = |reason: String| StoreError::Corrupt { table: "audit", id: id.to_string(), reason };
+            let action: String = row.get(3);
+            let action = AuditAction::parse(&action).ok_or_else(|| corrupt(format!("unknown action `{action}`")))?;
+            let detail: String = row.get(5);
+            let detail = serde_json::from_str(&detail).map_err(|err| corrupt(err.to_string()))?;
+            entries.push(AuditEntry { id, at: row.get(1), actor: row.get(2), action, target: row.get(4), detail });
+        }
+        Ok(entries)
+    }
+
     async fn customer_conversations(&self, customer: &str) -> StoreResult<Vec<String>> {
         let client = self.client().await?;
         let rows = client

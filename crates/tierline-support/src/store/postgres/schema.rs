@@ -74,4 +74,13 @@ pub const MIGRATIONS: &[&str] = &[
         version BIGINT NOT NULL,
         body TEXT NOT NULL
     );",
+    // 2: the audit log of admin actions.
+    "CREATE TABLE audit (
+        id BIGSERIAL PRIMARY KEY,
+        at BIGINT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
 ];

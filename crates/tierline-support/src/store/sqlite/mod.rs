@@ -308,6 +308,48 @@ impl Store for SqliteStore {
         self.read(keys::list).await
     }
 
+    async fn audit(
+        &self,
+        actor: &str,
+        action: AuditAction,
+        target: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<()> {
+        let (actor, target, detail) = (actor.to_string(), target.to_string(), detail.to_string());
+        self.write(move |db| {
+            db.execute(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![crate::clock::now_ms(), actor, action.as_str(), target, detail],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: usize) -> StoreResult<Vec<AuditEntry>> {
+        self.read(move |db| {
+            let mut statement =
+                db.prepare("SELECT id, at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
+            let rows = statement.query_map([limit as i64], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get::<_, String>(3)?,
+                    row.get(4)?,
+                    row.get::<_, String>(5)?,
+                ))
+            })?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (id, at, actor, action, target, detail) = row?;
+                entries.push(audit_entry(id, at, actor, &action, target, &detail)?);
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
     async fn customer_conversations(&self, customer: &str) -> StoreResult<Vec<String>> {
         let customer = customer.to_string();
         self.read(move |db| erasure::of_customer(db, &customer)).await
@@ -341,6 +383,13 @@ impl From<serde_json::Error> for StoreError {
 /// FNV-1a: a stable hash for picking a lock stripe.
 fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn audit_entry(id: i64, at: i64, actor: String, action: &str, target: String, detail: &str) -> StoreResult<AuditEntry> {
+    let corrupt = |reason: String| StoreError::Corrupt { table: "audit", id: id.to_string(), reason };
+    let action = AuditAction::parse(action).ok_or_else(|| corrupt(format!("unknown action `{action}`")))?;
+    let detail = serde_json::from_str(detail).map_err(|err| corrupt(err.to_string()))?;
+    Ok(AuditEntry { id, at, actor, action, target, detail })
 }
 
 #[cfg(test)]

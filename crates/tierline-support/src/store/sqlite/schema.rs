@@ -76,4 +76,13 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX conversations_by_token ON conversations(token_hash) WHERE token_hash IS NOT NULL;",
     // 6: shared documents (the knowledge base's edits), versioned.
     "CREATE TABLE documents (name TEXT PRIMARY KEY, version INTEGER NOT NULL, body TEXT NOT NULL);",
+    // 7: the audit log of admin actions.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
 ];
