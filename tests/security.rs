@@ -28,10 +28,20 @@ async fn without_keys_a_non_loopback_bind_refuses_to_start() {
     // Revoking every helpdesk key does not open the server again: keys stay required.
     let helpdesk = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap();
     access::revoke(&*store, &helpdesk.id).await.unwrap();
+    let agent = access::create(&*store, "console", &[Scope::Agent]).await.unwrap();
     drop(store);
-    let server = TestServer::start(config).await;
+    let mut config = config;
+    config.server.metrics_require_key = true;
+    let mut server = TestServer::start(config).await;
     let (status, body) = server.post("/v1/conversations", json!({})).await;
     assert_eq!(status, 401, "{body}");
+    // /metrics behind a key when configured so.
+    let (status, _) = server.get_text("/metrics").await;
+    assert_eq!(status, 401);
+    server.key = Some(agent.key);
+    let (status, metrics) = server.get_text("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("tierline_http_request_seconds"), "{metrics}");
     server.stop().await;
 }
 

@@ -89,7 +89,9 @@ fn assert_metrics(got: &Value, want: &BTreeMap<&'static str, Value>, scope: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_an_independent_count_of_a_few_hundred_conversations() {
-    let server = TestServer::start(common::config()).await;
+    let mut config = common::config();
+    config.server.metrics_refresh_secs = 1;
+    let server = TestServer::start(config).await;
     let openers = [
         "How do I reset my password?",
         "I was charged twice this month and I want my money back",
@@ -192,7 +194,8 @@ async fn metrics_match_an_independent_count_of_a_few_hundred_conversations() {
         assert!(!signal["suggestion"].as_str().unwrap().is_empty());
     }
 
-    // The same figures reach Prometheus.
+    // The same figures reach Prometheus (refreshed in the background every second here).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let (_, metrics) = server.get_text("/metrics").await;
     assert!(metrics.contains("tierline_support{metric=\"escalation_rate\",queue=\"all\"}"), "{metrics}");
     let (status, _) = server.send(Method::GET, "/v1/metrics/support?window=month", None).await;

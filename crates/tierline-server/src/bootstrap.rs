@@ -56,6 +56,7 @@ pub async fn run(
     )?;
     let engine_metrics = EngineMetrics::register(&registry)?;
     let head_watch = watch_head_versions(state.clone(), config.clone());
+    let gauges = http::routes::health::spawn_support_gauges(state.clone());
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
 
@@ -115,6 +116,7 @@ pub async fn run(
         task.abort();
     }
     head_watch.abort();
+    gauges.abort();
     #[cfg(unix)]
     reloader.abort();
     if let Some(engine) = state.engine() {

@@ -45,6 +45,11 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Support gauges on `/metrics` are recomputed this often in the background (a scrape
+    /// only reads them), so scrapes never rescan conversations.
+    pub metrics_refresh_secs: u64,
+    /// `/metrics` needs an agent (or admin) key like the API routes.
+    pub metrics_require_key: bool,
 }
 
 impl Default for Config {
@@ -73,6 +78,8 @@ impl Default for ServerConfig {
             max_article_bytes: 256 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            metrics_refresh_secs: 30,
+            metrics_require_key: false,
         }
     }
 }
@@ -107,6 +114,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if self.server.metrics_refresh_secs == 0 {
+            bail!("`server.metrics_refresh_secs` must be greater than 0");
+        }
         self.infer().validate()?;
         let positive = [
             ("server.max_body_bytes", self.server.max_body_bytes),

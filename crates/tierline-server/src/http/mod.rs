@@ -43,7 +43,14 @@ pub fn router(state: AppState) -> Router {
         // Public: probes, metrics, the API document.
         .route("/health", get(routes::health::health))
         .route("/ready", get(routes::health::ready))
-        .route("/metrics", get(routes::health::metrics))
+        .route(
+            "/metrics",
+            if state.limits().metrics_require_key {
+                guarded(s, agent, get(routes::health::metrics))
+            } else {
+                get(routes::health::metrics)
+            },
+        )
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         // The screens: public pages; every call they make carries a key or a conversation token.

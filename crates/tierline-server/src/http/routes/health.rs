@@ -37,15 +37,25 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    match state.support().support_report(tierline_support::conversation::metrics::Window::Week).await {
-        Ok(report) => set_support_gauges(&state, &report),
-        Err(err) => tracing::warn!(%err, "support metrics not refreshed"),
-    }
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&state.registry().gather()) {
         Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(err) => (StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {err}")).into_response(),
     }
+}
+
+/// Recomputes the support gauges every `server.metrics_refresh_secs` (the first time at once).
+pub fn spawn_support_gauges(state: AppState) -> tokio::task::JoinHandle<()> {
+    let every = std::time::Duration::from_secs(state.limits().metrics_refresh_secs);
+    tokio::spawn(async move {
+        loop {
+            match state.support().support_report(tierline_support::conversation::metrics::Window::Week).await {
+                Ok(report) => set_support_gauges(&state, &report),
+                Err(err) => tracing::warn!(%err, "support metrics not refreshed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
 }
 
 fn set_support_gauges(state: &AppState, report: &tierline_support::conversation::metrics::SupportReport) {
