@@ -87,14 +87,7 @@ async fn alerts_account_health_feedback_and_approved_answers_work_over_http() {
     }
     let (status, alerts) = server.send(Method::GET, "/v1/alerts", None).await;
     assert_eq!((status, alerts["alerts"].as_array().map(Vec::len)), (200, Some(0)), "{alerts}");
-    let spike = [
-        "CSV export fails with an error 500",
-        "The export to CSV button does nothing",
-        "I can't export my report as CSV anymore",
-        "CSV export is broken since this morning",
-        "Exporting data to CSV keeps failing",
-        "Report export to CSV stopped working, is there an outage?",
-    ];
+    let spike = common::CSV_SPIKE;
     for i in 0..14 {
         converse(&server, &format!("spike-{}", i % 7), spike[i % spike.len()]).await;
     }

@@ -342,14 +342,7 @@ async fn three_nodes_share_one_database_and_survive_losing_one() {
     }
 
     // A spike about one failing feature from many accounts, spread over the survivors.
-    let spike = [
-        "CSV export fails with an error 500",
-        "The export to CSV button does nothing",
-        "I can't export my report as CSV anymore",
-        "CSV export is broken since this morning",
-        "Exporting data to CSV keeps failing",
-        "Report export to CSV stopped working, is there an outage?",
-    ];
+    let spike = common::CSV_SPIKE;
     for i in 0..16usize {
         let body = json!({ "account": { "id": format!("spike{}", i % 7) } });
         let (status, conversation) = post_any(&client, &survivors, i, "/v1/conversations", &body).await;

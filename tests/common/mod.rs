@@ -47,6 +47,16 @@ fn test_database() -> PathBuf {
     std::env::temp_dir().join(format!("tierline-test-db-{}-{}/tierline.db", std::process::id(), unique()))
 }
 
+/// One failing feature (CSV export) phrased six ways: the spike the alert tests raise.
+pub const CSV_SPIKE: [&str; 6] = [
+    "CSV export fails with an error 500",
+    "The export to CSV button does nothing",
+    "I can't export my report as CSV anymore",
+    "CSV export is broken since this morning",
+    "Exporting data to CSV keeps failing",
+    "Report export to CSV stopped working, is there an outage?",
+];
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

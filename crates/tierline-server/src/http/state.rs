@@ -121,6 +121,11 @@ impl AppState {
         self.inner.load_error.read_unpoisoned().clone()
     }
 
+    /// How long a request may wait for inference before it is answered 503.
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.limits().request_timeout_ms)
+    }
+
     pub fn limits(&self) -> &ServerConfig {
         &self.inner.limits
     }

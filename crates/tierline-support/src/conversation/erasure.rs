@@ -27,8 +27,7 @@ impl Support {
     /// Erases every conversation whose customer details carry this id or e-mail.
     pub async fn erase_customer(&self, customer: &str) -> Result<ErasureReceipt, SupportError> {
         let ids = self.store.customer_conversations(customer).await?;
-        let alert_examples = self.scrub_alerts(&ids).await?;
-        let erased = self.store.erase_conversations(&ids).await?;
+        let (erased, alert_examples) = self.erase(&ids).await?;
         tracing::info!(
             audit = "erasure",
             conversations = erased.conversations,
@@ -53,11 +52,10 @@ impl Support {
         }
         let before = now_ms() - i64::from(self.retention_days) * 86_400_000;
         let ids = self.store.conversations_before(before, RETENTION_BATCH).await?;
-        if ids.is_empty() {
-            return Ok(Erased::default());
+        let (erased, _) = self.erase(&ids).await?;
+        if erased.conversations == 0 {
+            return Ok(erased);
         }
-        self.scrub_alerts(&ids).await?;
-        let erased = self.store.erase_conversations(&ids).await?;
         tracing::info!(
             conversations = erased.conversations,
             days = self.retention_days,
@@ -66,11 +64,17 @@ impl Support {
         Ok(erased)
     }
 
+    /// Deletes these conversations and the alert examples quoting them (how many of those).
+    async fn erase(&self, ids: &[String]) -> Result<(Erased, usize), SupportError> {
+        if ids.is_empty() {
+            return Ok((Erased::default(), 0));
+        }
+        let alert_examples = self.scrub_alerts(ids).await?;
+        Ok((self.store.erase_conversations(ids).await?, alert_examples))
+    }
+
     /// Removes alert examples quoting these conversations; how many.
     async fn scrub_alerts(&self, ids: &[String]) -> Result<usize, SupportError> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
         let mut removed = 0;
         for mut alert in self.store.alerts(false, 10_000).await? {
             let before = alert.examples.len();

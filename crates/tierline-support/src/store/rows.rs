@@ -464,3 +464,14 @@ pub struct AuditEntry {
     #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
+
+/// The negativity recorded with a customer message's stored decision (`None` without one), for
+/// account health; a decision that does not parse is reported as corrupt.
+pub fn stored_negativity(message_id: i64, detail: Option<&str>) -> Result<Option<f32>, super::StoreError> {
+    let Some(json) = detail else { return Ok(None) };
+    match MessageDetail::parse(Role::Customer, json) {
+        Ok(MessageDetail::Customer(decision)) => Ok(Some(decision.negativity)),
+        Ok(_) => Ok(None),
+        Err(reason) => Err(super::StoreError::Corrupt { table: "messages", id: message_id.to_string(), reason }),
+    }
+}

@@ -1,7 +1,6 @@
 //! `POST /v1/classify`: sentiment, frustration, topic and out-of-scope score for a batch of texts.
 
 use crate::http::api::*;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -36,7 +35,7 @@ pub async fn classify(
         return Err(ApiError::invalid("top_k", "`top_k` must be between 1 and 20"));
     }
     let models = state.models().ok_or_else(|| ApiError::not_ready("the models are still loading"))?;
-    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let timeout = state.request_timeout();
     match (request.texts, request.tickets) {
         (Some(texts), None) => {
             validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)?;

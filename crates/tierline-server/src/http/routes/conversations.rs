@@ -76,7 +76,7 @@ pub async fn customer_message(
     if state.models().is_none() {
         return Err(ApiError::not_ready("the models are still loading"));
     }
-    let timeout = std::time::Duration::from_millis(state.limits().request_timeout_ms);
+    let timeout = state.request_timeout();
     // The turn runs in its own task: past the deadline the caller gets 503, but the turn still
     // completes whole (stored with its reply) instead of being cut between inference and storage.
     let task_state = state.clone();

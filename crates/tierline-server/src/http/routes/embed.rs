@@ -1,7 +1,6 @@
 //! `POST /v1/embed`: embeddings for a batch of texts.
 
 use crate::http::api::*;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
@@ -30,7 +29,7 @@ pub async fn embed(
     let limits = state.limits();
     validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
     let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
-    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let timeout = state.request_timeout();
     let format = request.encoding_format;
     let outputs = within_deadline(timeout, engine.embed(request.texts)).await?;
     let info = engine.info();
@@ -90,7 +89,7 @@ pub async fn openai_embeddings(
             format!("the encoder's embeddings have {} dimensions, not {dimensions}", info.dimensions),
         ));
     }
-    let timeout = Duration::from_millis(limits.request_timeout_ms);
+    let timeout = state.request_timeout();
     let outputs = within_deadline(timeout, engine.embed(texts)).await?;
     let tokens = outputs.iter().map(|o| o.tokens).sum();
     let data = outputs

@@ -298,14 +298,7 @@ pub async fn of_accounts(
     for row in rows {
         let (id, conversation, created_at): (i64, String, i64) = (row.get(0), row.get(1), row.get(2));
         let Some(&index) = position.get(&conversation) else { continue };
-        let negativity = match row.get::<_, Option<String>>(3) {
-            None => None,
-            Some(json) => match MessageDetail::parse(Role::Customer, &json) {
-                Ok(MessageDetail::Customer(decision)) => Some(decision.negativity),
-                Ok(_) => None,
-                Err(reason) => return Err(StoreError::Corrupt { table: "messages", id: id.to_string(), reason }),
-            },
-        };
+        let negativity = stored_negativity(id, row.get::<_, Option<String>>(3).as_deref())?;
         conversations[index].customer_messages.push((created_at, negativity));
     }
     Ok(conversations)

@@ -329,14 +329,7 @@ pub fn of_accounts(db: &Connection, since: i64, account: Option<&str>) -> StoreR
     for row in rows {
         let (id, conversation, created_at, detail) = row?;
         let Some(&index) = position.get(&conversation) else { continue };
-        let negativity = match detail {
-            None => None,
-            Some(json) => match MessageDetail::parse(Role::Customer, &json) {
-                Ok(MessageDetail::Customer(decision)) => Some(decision.negativity),
-                Ok(_) => None,
-                Err(reason) => return Err(StoreError::Corrupt { table: "messages", id: id.to_string(), reason }),
-            },
-        };
+        let negativity = stored_negativity(id, detail.as_deref())?;
         conversations[index].customer_messages.push((created_at, negativity));
     }
     Ok(conversations)
