@@ -36,11 +36,14 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most texts in one `/v1/embed` request (422 above).
     pub max_texts_per_request: usize,
-    /// Longest accepted text, in bytes (422 above). Texts are truncated to the model's maximum
-    /// number of tokens, so this only guards memory.
-    pub max_text_bytes: usize,
-    /// Longest knowledge-base article body accepted over HTTP, in bytes (413 above).
-    pub max_article_bytes: usize,
+    /// Longest accepted text, in characters (413 above; the OpenAPI document's `maxLength`).
+    /// Texts are truncated to the model's maximum number of tokens, so this only guards memory.
+    #[serde(alias = "max_text_bytes")]
+    pub max_text_chars: usize,
+    /// Longest knowledge-base article body (or approved answer) accepted over HTTP, in
+    /// characters (413 above).
+    #[serde(alias = "max_article_bytes")]
+    pub max_article_chars: usize,
     /// A request still waiting for inference after this long gets 503.
     pub request_timeout_ms: u64,
     /// How long graceful shutdown waits for in-flight requests.
@@ -74,8 +77,8 @@ impl Default for ServerConfig {
             port: 8080,
             max_body_bytes: 2 * 1024 * 1024,
             max_texts_per_request: 256,
-            max_text_bytes: 32 * 1024,
-            max_article_bytes: 256 * 1024,
+            max_text_chars: 32 * 1024,
+            max_article_chars: 256 * 1024,
             request_timeout_ms: 30_000,
             shutdown_grace_ms: 10_000,
             metrics_refresh_secs: 30,
@@ -121,8 +124,8 @@ impl Config {
         let positive = [
             ("server.max_body_bytes", self.server.max_body_bytes),
             ("server.max_texts_per_request", self.server.max_texts_per_request),
-            ("server.max_text_bytes", self.server.max_text_bytes),
-            ("server.max_article_bytes", self.server.max_article_bytes),
+            ("server.max_text_chars", self.server.max_text_chars),
+            ("server.max_article_chars", self.server.max_article_chars),
         ];
         for (key, value) in positive {
             if value == 0 {

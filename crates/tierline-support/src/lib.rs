@@ -11,4 +11,5 @@ pub mod learn;
 pub mod privacy;
 pub mod settings;
 pub mod store;
+pub mod text;
 pub mod triage;

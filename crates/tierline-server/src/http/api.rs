@@ -12,6 +12,29 @@ use tierline_support::kb::{Article, Audience, Citation, Mode};
 use tierline_support::store::{FeedbackRow, FeedbackStatus};
 use tierline_support::triage::AccountContext;
 
+/// JSON Schema's `integer` counts `3.0` as the integer 3, and so do some clients: whole-number
+/// fields take it (and refuse `3.5`, negatives and out-of-range values).
+mod whole {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<T, D::Error> {
+        from_number(serde_json::Number::deserialize(deserializer)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<u64>>(deserializer: D) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(deserializer)?.map(from_number).transpose()
+    }
+
+    fn from_number<E: Error, T: TryFrom<u64>>(number: serde_json::Number) -> Result<T, E> {
+        let whole = number.as_u64().or_else(|| {
+            number.as_f64().filter(|f| f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(f)).map(|f| f as u64)
+        });
+        let whole = whole.ok_or_else(|| E::custom(format!("expected a non-negative whole number, not {number}")))?;
+        T::try_from(whole).map_err(|_| E::custom(format!("{whole} is out of range")))
+    }
+}
+
 /// Items per page when a list route is not told.
 fn default_limit() -> usize {
     50
@@ -29,7 +52,7 @@ pub struct ClassifyRequest {
     #[serde(default)]
     pub tickets: Option<Vec<Ticket>>,
     /// How many ranked labels single-label heads return (1-20, default 3).
-    #[serde(default = "default_top_k")]
+    #[serde(default = "default_top_k", deserialize_with = "whole::number")]
     pub top_k: usize,
 }
 
@@ -77,6 +100,7 @@ pub struct CreateConversation {
 pub struct Rating {
     /// 1 (bad) to 5 (great).
     #[schema(minimum = 1, maximum = 5)]
+    #[serde(deserialize_with = "whole::number")]
     pub csat: u8,
 }
 
@@ -112,6 +136,7 @@ pub struct Resolve {
     pub resolved_by: ResolvedBy,
     pub agent: Option<String>,
     /// Customer satisfaction, 1-5.
+    #[serde(default, deserialize_with = "whole::optional")]
     pub csat: Option<u8>,
     /// `false`: the person needed nothing the AI lacked (an avoidable escalation).
     pub needed_information_ai_lacked: Option<bool>,
@@ -208,6 +233,7 @@ pub struct OpenAiEmbeddingsRequest {
     #[serde(default)]
     pub encoding_format: EncodingFormat,
     /// Must equal the encoder's width when given (no truncated embeddings).
+    #[serde(default, deserialize_with = "whole::optional")]
     pub dimensions: Option<usize>,
     /// Accepted and ignored (OpenAI's end-user id).
     pub user: Option<String>,

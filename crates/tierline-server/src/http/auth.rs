@@ -85,6 +85,16 @@ pub fn guarded_or_customer(
     }))
 }
 
+/// Whether guarded routes need a key right now: always with `support.auth = "required"`, never
+/// with `off`, and with `auto` once the first key exists. The OpenAPI document follows it.
+pub async fn keys_enforced(state: &AppState) -> Result<bool, ApiError> {
+    match state.auth() {
+        AuthMode::Off => Ok(false),
+        AuthMode::Required => Ok(true),
+        AuthMode::Auto => Ok(state.support().store().key_count().await? > 0),
+    }
+}
+
 /// The prefix of customer conversation tokens.
 const CUSTOMER_TOKEN: &str = "ct_";
 
@@ -111,23 +121,15 @@ async fn require_key(
             Err(err) => ApiError::from(err).into_response(),
         };
     }
-    let mode = state.auth();
-    if mode == AuthMode::Off {
-        request.extensions_mut().insert(Caller::Open);
-        return next.run(request).await;
-    }
-    let store = state.support().store();
-    let enforced = match mode {
-        AuthMode::Required => true,
-        _ => match store.key_count().await {
-            Ok(count) => count > 0,
-            Err(err) => return ApiError::from(err).into_response(),
-        },
+    let enforced = match keys_enforced(&state).await {
+        Ok(enforced) => enforced,
+        Err(err) => return err.into_response(),
     };
     if !enforced {
         request.extensions_mut().insert(Caller::Open);
         return next.run(request).await;
     }
+    let store = state.support().store();
     let key = match presented_key(&request) {
         Some(presented) => match access::verify(store.as_ref(), presented).await {
             Ok(key) => key,

@@ -5,19 +5,39 @@ use axum::http::request::Parts;
 
 use super::error::ApiError;
 
-/// `axum::Json<T>` with JSON error bodies.
+/// `axum::Json<T>` with JSON error bodies; the body must be a JSON object (serde would
+/// otherwise also read a struct from an array of its fields, which no schema of ours allows).
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    axum::Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let axum::Json(ObjectBody(value)) = axum::Json::<ObjectBody<T>>::from_request(req, state).await?;
         Ok(Self(value))
+    }
+}
+
+/// `T`, read from a JSON object only.
+struct ObjectBody<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectBody<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer.deserialize_map(Object(std::marker::PhantomData)).map(ObjectBody)
     }
 }
 

@@ -24,7 +24,7 @@ use tierline_infer::sync::RwLockExt;
 use tierline_infer::EngineError;
 
 pub use events::{Event, Events};
-pub use resolution::{Resolution, Resolved, ResolvedBy};
+pub use resolution::{Resolution, Resolved, ResolvedBy, MAX_TOPIC_CHARS};
 
 use crate::clock::{new_id, now_ms};
 use crate::insights::alerts::Alerting;

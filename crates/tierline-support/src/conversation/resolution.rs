@@ -12,7 +12,7 @@ use crate::kb::{Article, Audience, KnowledgeBase};
 use crate::store::{Change, ConversationRow, FeedbackKind, MessageRow, NewFeedback, ResolutionOutcome, Role, Status};
 
 /// Longest topic label a resolver may give.
-const MAX_TOPIC_CHARS: usize = 64;
+pub const MAX_TOPIC_CHARS: usize = 64;
 
 /// Who closed a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
@@ -103,7 +103,7 @@ impl Support {
             );
         }
         let topic = resolution.outcome.corrected_topic.as_deref();
-        if topic.is_some_and(|t| t.trim().is_empty() || t.chars().count() > MAX_TOPIC_CHARS) {
+        if topic.is_some_and(|t| crate::text::is_blank(t) || crate::text::char_len(t) > MAX_TOPIC_CHARS) {
             return invalid("corrected_topic", format!("`corrected_topic` must be 1-{MAX_TOPIC_CHARS} characters"));
         }
         Ok(())

@@ -45,10 +45,10 @@ pub struct Article {
 impl Article {
     /// Checks what the API and the CLI accept: `Err((field, message))`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        if self.title.trim().is_empty() {
+        if crate::text::is_blank(&self.title) {
             return Err(("title", "`title` must not be empty".into()));
         }
-        if self.body.trim().is_empty() {
+        if crate::text::is_blank(&self.body) {
             return Err(("body", "`body` must not be empty".into()));
         }
         let id_ok = !self.id.is_empty()
@@ -72,7 +72,13 @@ pub fn slug(title: &str) -> String {
             slug.push('-');
         }
     }
-    slug.trim_end_matches('-').chars().take(96).collect()
+    let slug: String = slug.trim_end_matches('-').chars().take(96).collect();
+    if slug.is_empty() {
+        // A title with no ASCII letters or digits (another script, only symbols) still gets a
+        // stable id of its own.
+        return format!("article-{}", &crate::access::hash(title)[..12]);
+    }
+    slug
 }
 
 /// One article that could not be loaded, and why.

@@ -38,7 +38,7 @@ pub async fn classify(
     let timeout = state.request_timeout();
     match (request.texts, request.tickets) {
         (Some(texts), None) => {
-            validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+            validate_texts(&texts, limits.max_texts_per_request, limits.max_text_chars)?;
             let fallback = state.support().policy().first_language().to_string();
             let languages: Vec<String> = texts.iter().map(|t| language::detect(t, &fallback)).collect();
             let results = within_deadline(timeout, models.classifier.classify(texts, request.top_k)).await?;
@@ -50,12 +50,32 @@ pub async fn classify(
             Ok(Json(ClassifyResponse { results, models: models.classifier.versions() }).into_response())
         }
         (None, Some(tickets)) => {
-            let bodies: Vec<String> = tickets.iter().map(Ticket::text).collect();
-            validate_texts(&bodies, limits.max_texts_per_request, limits.max_text_bytes)
-                .map_err(|err| ApiError { field: err.field.map(|f| f.replace("texts", "tickets")), ..err })?;
+            check_tickets(&tickets, limits.max_texts_per_request, limits.max_text_chars)?;
             let results = within_deadline(timeout, state.support().triage_tickets(models, &tickets)).await?;
             Ok(Json(TriageResponse { results, models: models.classifier.versions() }).into_response())
         }
         _ => Err(ApiError::invalid("texts", "send exactly one of `texts` (scores only) or `tickets` (full triage)")),
     }
+}
+
+/// Each ticket's body must say something, and body and subject stay within the text limit.
+fn check_tickets(tickets: &[Ticket], max_tickets: usize, max_chars: usize) -> Result<(), ApiError> {
+    let bodies: Vec<String> = tickets.iter().map(|t| t.body.clone()).collect();
+    validate_texts(&bodies, max_tickets, max_chars).map_err(|err| ApiError {
+        field: err.field.map(|f| f.replace("texts", "tickets").replace(']', "].body")),
+        message: err.message.replace("`texts`", "`tickets`"),
+        ..err
+    })?;
+    for (index, ticket) in tickets.iter().enumerate() {
+        let subject = ticket.subject.as_deref().unwrap_or_default();
+        if tierline_support::text::char_len(subject) > max_chars {
+            return Err(ApiError::too_large(
+                format!("tickets[{index}].subject"),
+                format!("subject is longer than {max_chars} characters"),
+            ));
+        }
+        super::conversations::check_account(&ticket.account)
+            .map_err(|err| ApiError { field: err.field.map(|f| format!("tickets[{index}].{f}")), ..err })?;
+    }
+    Ok(())
 }

@@ -9,7 +9,10 @@ use tierline_support::conversation::metrics::SupportReport;
 use tierline_support::conversation::{handoff::Packet, ConversationView, Resolution, Resolved, SupportError, Turn};
 use tierline_support::store::{ConversationRow, ResolutionOutcome};
 
-use super::{check_limit, check_text};
+use super::{check_limit, check_name, check_text};
+
+/// Longest agent name (who replied, who resolved).
+pub const MAX_AGENT_CHARS: usize = 200;
 use crate::http::api::*;
 use crate::http::auth::Caller;
 use crate::http::error::{deadline, ApiError, ErrorBody};
@@ -43,10 +46,16 @@ pub(super) fn checked_new(request: CreateConversation) -> Result<(serde_json::Va
     if customer.to_string().len() > 16 * 1024 {
         return Err(ApiError::too_large("customer", "`customer` is larger than 16 KiB"));
     }
-    if let Some(value) = request.account.contract_value.filter(|v| !v.is_finite() || *v < 0.0) {
+    check_account(&request.account)?;
+    Ok((customer, request.account))
+}
+
+/// An account's figures must make sense (a contract value is never negative).
+pub(super) fn check_account(account: &AccountContext) -> Result<(), ApiError> {
+    if let Some(value) = account.contract_value.filter(|v| !v.is_finite() || *v < 0.0) {
         return Err(ApiError::invalid("account.contract_value", format!("must be a non-negative number, not {value}")));
     }
-    Ok((customer, request.account))
+    Ok(())
 }
 
 /// A customer message: the AI answers (saying it is an AI) or hands off to a queue, with the decision and its reasons.
@@ -105,6 +114,7 @@ pub async fn customer_message(
     responses(
         (status = 200, body = ConversationRow),
         (status = 404, body = ErrorBody),
+        (status = 409, description = "the conversation is resolved", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ),
 )]
@@ -114,9 +124,7 @@ pub async fn agent_message(
     ApiJson(request): ApiJson<AgentMessage>,
 ) -> Result<Json<ConversationRow>, ApiError> {
     check_text(&state, "text", &request.text)?;
-    if request.agent.trim().is_empty() || request.agent.len() > 200 {
-        return Err(ApiError::invalid("agent", "`agent` must be 1-200 characters naming who replies"));
-    }
+    check_name("agent", &request.agent, MAX_AGENT_CHARS)?;
     Ok(Json(state.support().agent_message(&id, request.agent, request.text).await?))
 }
 
@@ -149,15 +157,11 @@ pub async fn resolve(
             "`approved_answer`, `corrected_topic` and `corrected_queue` write knowledge and training data: they need an agent key, not a helpdesk one",
         ));
     }
-    let too_long = |a: &String| a.trim().is_empty() || a.len() > state.limits().max_article_bytes;
-    if request.approved_answer.as_ref().is_some_and(too_long) {
-        return Err(ApiError::invalid(
-            "approved_answer",
-            "`approved_answer` must be non-empty and within server.max_article_bytes",
-        ));
+    if let Some(answer) = &request.approved_answer {
+        check_name("approved_answer", answer, state.limits().max_article_chars)?;
     }
-    if request.agent.as_ref().is_some_and(|a| a.trim().is_empty() || a.chars().count() > 200) {
-        return Err(ApiError::invalid("agent", "`agent` must be 1-200 characters naming who resolved it"));
+    if let Some(agent) = &request.agent {
+        check_name("agent", agent, MAX_AGENT_CHARS)?;
     }
     let resolution = Resolution {
         by: request.resolved_by,

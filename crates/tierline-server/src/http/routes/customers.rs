@@ -10,6 +10,9 @@ use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{ApiPath, ApiQuery};
 use crate::http::state::AppState;
 
+/// Longest customer id or e-mail (an e-mail address is at most 320 characters).
+pub const MAX_CUSTOMER_ID_CHARS: usize = 320;
+
 /// Erases every conversation of this customer (matched by the `id` or `email` given in
 /// `customer` when the conversation was opened): messages, feedback and the examples spike
 /// alerts quote. Answers a receipt with what was removed; erasing an unknown customer removes
@@ -29,9 +32,7 @@ pub async fn erase(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ErasureReceipt>, ApiError> {
-    if id.trim().is_empty() || id.len() > 320 {
-        return Err(ApiError::invalid("id", "the customer id or e-mail must be 1-320 characters"));
-    }
+    super::check_name("id", &id, MAX_CUSTOMER_ID_CHARS)?;
     let receipt = state.support().erase_customer(&id).await?;
     let detail = serde_json::json!({ "conversations": receipt.conversations, "messages": receipt.messages });
     // The log must not keep what was erased: it names the customer by a hash an auditor can

@@ -27,7 +27,7 @@ pub async fn embed(
     ApiJson(request): ApiJson<EmbedRequest>,
 ) -> Result<Json<EmbedResponse>, ApiError> {
     let limits = state.limits();
-    validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_bytes)?;
+    validate_texts(&request.texts, limits.max_texts_per_request, limits.max_text_chars)?;
     let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
     let timeout = state.request_timeout();
     let format = request.encoding_format;
@@ -76,7 +76,7 @@ pub async fn openai_embeddings(
         OpenAiInput::One(text) => vec![text],
         OpenAiInput::Many(texts) => texts,
     };
-    validate_texts(&texts, limits.max_texts_per_request, limits.max_text_bytes)
+    validate_texts(&texts, limits.max_texts_per_request, limits.max_text_chars)
         .map_err(ApiError::renamed("texts", "input"))?;
     let engine = state.engine().ok_or_else(|| ApiError::not_ready("the model is still loading"))?;
     let info = engine.info().clone();
@@ -110,7 +110,7 @@ pub async fn openai_embeddings(
 }
 
 /// Count, size and emptiness checks shared by every endpoint that takes texts.
-pub fn validate_texts(texts: &[String], max_texts: usize, max_bytes: usize) -> Result<(), ApiError> {
+pub fn validate_texts(texts: &[String], max_texts: usize, max_chars: usize) -> Result<(), ApiError> {
     if texts.is_empty() {
         return Err(ApiError::invalid("texts", "`texts` must hold at least one text"));
     }
@@ -121,13 +121,14 @@ pub fn validate_texts(texts: &[String], max_texts: usize, max_bytes: usize) -> R
         ));
     }
     for (index, text) in texts.iter().enumerate() {
-        if text.trim().is_empty() {
+        if tierline_support::text::is_blank(text) {
             return Err(ApiError::invalid(format!("texts[{index}]"), "text is empty"));
         }
-        if text.len() > max_bytes {
+        let chars = tierline_support::text::char_len(text);
+        if chars > max_chars {
             return Err(ApiError::too_large(
                 format!("texts[{index}]"),
-                format!("text is {} bytes; the limit is {max_bytes}", text.len()),
+                format!("text is {chars} characters; the limit is {max_chars}"),
             ));
         }
     }

@@ -9,12 +9,22 @@ use serde_json::json;
 use crate::http::state::AppState;
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object)))]
 pub async fn health() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
 /// The model is loaded, the engine accepts work and the database answers: a load balancer
 /// sends traffic here only then.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    responses(
+        (status = 200, description = "ready: the encoder, the heads' versions and the store", body = Object),
+        (status = 503, description = "loading, failed to load, or the database is unavailable (`status` says which)", body = Object),
+    ),
+)]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let store = state.support().store();
     if let Err(err) = store.ping().await {
@@ -36,6 +46,17 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus metrics: request latency by route and status, engine queue and batch figures,
+/// support gauges (recomputed every `server.metrics_refresh_secs`).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "`server.metrics_require_key` is set and no valid key was sent", body = crate::http::error::ErrorBody),
+    ),
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let encoder = prometheus::TextEncoder::new();
     match encoder.encode_to_string(&state.registry().gather()) {

@@ -108,6 +108,9 @@ pub async fn export(
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
+/// Longest label a reviewer may give an example.
+pub const MAX_LABEL_CHARS: usize = 64;
+
 /// Accepts or rejects an example (rejected ones are never trained on), optionally relabelling it.
 #[utoipa::path(
     post,
@@ -126,10 +129,10 @@ pub async fn review(
     ApiPath(id): ApiPath<i64>,
     ApiJson(review): ApiJson<Review>,
 ) -> Result<StatusCode, ApiError> {
-    let label = review.label.map(|l| l.trim().to_string());
-    if label.as_ref().is_some_and(|l| l.is_empty() || l.chars().count() > 64) {
-        return Err(ApiError::invalid("label", "`label` must be 1-64 characters"));
+    if let Some(label) = &review.label {
+        super::check_name("label", label, MAX_LABEL_CHARS)?;
     }
+    let label = review.label.map(|l| l.trim().to_string());
     state.support().review_feedback(id, review.status, label).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -9,6 +9,11 @@ use crate::http::extract::{ApiJson, ApiQuery};
 use crate::http::state::AppState;
 use tierline_support::kb::{Answer, Audience, Filter};
 
+/// Most earlier messages an answer request may carry.
+pub const MAX_CONTEXT_MESSAGES: usize = 20;
+/// Most hits one search returns.
+pub const MAX_SEARCH_HITS: usize = 50;
+
 pub(super) fn kb(state: &AppState) -> Result<&std::sync::Arc<tierline_support::kb::KnowledgeBase>, ApiError> {
     state
         .kb()
@@ -33,7 +38,7 @@ pub async fn search(
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> Result<Json<SearchResponse>, ApiError> {
     super::check_text(&state, "q", &params.q)?;
-    if !(1..=50).contains(&params.k) {
+    if !(1..=MAX_SEARCH_HITS).contains(&params.k) {
         return Err(ApiError::invalid("k", "`k` must be between 1 and 50"));
     }
     let audience = match params.audience.as_deref() {
@@ -67,10 +72,11 @@ pub async fn answer(
     ApiJson(request): ApiJson<AnswerRequest>,
 ) -> Result<Json<Answer>, ApiError> {
     super::check_text(&state, "question", &request.question)?;
-    if request.context.len() > 20 {
+    if request.context.len() > MAX_CONTEXT_MESSAGES {
         return Err(ApiError::too_large("context", "`context` holds at most 20 messages"));
     }
-    if let Some(i) = request.context.iter().position(|m| m.len() > state.limits().max_text_bytes) {
+    let limit = state.limits().max_text_chars;
+    if let Some(i) = request.context.iter().position(|m| tierline_support::text::char_len(m) > limit) {
         return Err(ApiError::too_large(format!("context[{i}]"), "message is too long"));
     }
     let answer = kb(&state)?.answer_in_context(&request.question, &request.context).await.map_err(ApiError::from_kb)?;

@@ -168,10 +168,11 @@ pub async fn delete(
 
 fn checked(state: &AppState, article: Article) -> Result<Article, ApiError> {
     article.validate().map_err(|(field, message)| ApiError::invalid(field, message))?;
-    if article.body.len() > state.limits().max_article_bytes {
+    let limit = state.limits().max_article_chars;
+    if tierline_support::text::char_len(&article.body) > limit {
         return Err(ApiError::too_large(
             "body",
-            format!("`body` is longer than {} bytes (server.max_article_bytes)", state.limits().max_article_bytes),
+            format!("`body` is longer than {limit} characters (server.max_article_chars)"),
         ));
     }
     Ok(article)

@@ -13,6 +13,7 @@ pub mod pages;
 
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
+use tierline_support::text::{char_len, is_blank};
 
 /// A page size (`limit`) must be 1-500.
 pub(crate) fn check_limit(limit: usize) -> Result<(), ApiError> {
@@ -22,16 +23,22 @@ pub(crate) fn check_limit(limit: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// A text field must hold something and stay within `server.max_text_bytes`.
+/// A text field must hold something and stay within `server.max_text_chars`.
 pub(crate) fn check_text(state: &AppState, field: &str, text: &str) -> Result<(), ApiError> {
-    if text.trim().is_empty() {
+    if is_blank(text) {
         return Err(ApiError::invalid(field, format!("`{field}` must not be empty")));
     }
-    if text.len() > state.limits().max_text_bytes {
-        return Err(ApiError::too_large(
-            field,
-            format!("`{field}` is longer than {} bytes", state.limits().max_text_bytes),
-        ));
+    let limit = state.limits().max_text_chars;
+    if char_len(text) > limit {
+        return Err(ApiError::too_large(field, format!("`{field}` is longer than {limit} characters")));
+    }
+    Ok(())
+}
+
+/// A short name (an agent, a label): 1 to `max` characters, not blank.
+pub(crate) fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), ApiError> {
+    if is_blank(value) || char_len(value) > max {
+        return Err(ApiError::invalid(field, format!("`{field}` must be 1-{max} characters")));
     }
     Ok(())
 }

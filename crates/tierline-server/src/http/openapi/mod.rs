@@ -1,17 +1,30 @@
-//! The OpenAPI document, generated from the handlers' annotations and the types' derives
-//! (`GET /openapi.json`), and a self-contained docs page (`GET /docs`: no CDN, works offline).
+//! The OpenAPI document, generated from the handlers' annotations and the types' derives, then
+//! completed with what this server enforces (`contract`): the limits of its configuration, the
+//! statuses every route can answer, and whether keys are required right now
+//! (`GET /openapi.json`). Also a self-contained docs page (`GET /docs`: no CDN, works offline).
 
+mod contract;
+
+use axum::extract::State;
 use axum::response::{Html, IntoResponse};
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+pub use contract::Contract;
+
+use super::error::ApiError;
+use super::state::AppState;
 use super::{api, routes};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "tierline", description = "Self-hosted AI customer-support automation: triage, Tier-1 answers, conversations with escalation."),
     paths(
+        routes::health::health,
+        routes::health::ready,
+        routes::health::metrics,
+        routes::models::models,
         routes::embed::embed,
         routes::embed::openai_embeddings,
         routes::customers::erase,
@@ -31,6 +44,12 @@ use super::{api, routes};
         routes::conversations::get,
         routes::conversations::handoff,
         routes::conversations::queue,
+        routes::conversations::queues,
+        routes::conversations::policy_queues,
+        routes::chat::start,
+        routes::chat::escalate,
+        routes::chat::rate,
+        routes::events::events,
         routes::conversations::reload_policy,
         routes::conversations::support_metrics,
         routes::conversations::calibration,
@@ -56,15 +75,21 @@ impl Modify for BearerKeys {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("API key from `tierline keys create --scope helpdesk|agent|admin`"))
+                    .description(Some(
+                        "An API key from `tierline keys create --scope helpdesk|agent|admin`. The \
+                         customer routes (a conversation, its messages, escalate, csat, events) \
+                         also take the conversation token (`ct_...`) that starting a chat returns.",
+                    ))
                     .build(),
             ),
         );
     }
 }
 
-pub async fn openapi_json() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+/// The document as this server enforces it now (keys required or not, its configured limits).
+pub async fn openapi_json(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let contract = Contract::of(&state).await?;
+    Ok(Json(contract.document()))
 }
 
 /// A plain HTML index of the API built from the same document.
