@@ -88,8 +88,9 @@ async fn store_contract(store: Arc<dyn Store>, other_node: Arc<dyn Store>) {
     assert_eq!(store.document("kb_edits").await.unwrap(), Some((2, "[1,2]".to_string())));
 
     // API keys.
-    store.insert_key("key1", "hash1", "zendesk", &["helpdesk".to_string()]).await.unwrap();
-    assert_eq!(other_node.key_by_hash("hash1").await.unwrap().unwrap().name, "zendesk");
+    store.insert_key("key1", "hash1", "zendesk", &["helpdesk".to_string()], &["acme".to_string()]).await.unwrap();
+    let key = other_node.key_by_hash("hash1").await.unwrap().unwrap();
+    assert_eq!((key.name.as_str(), key.accounts.as_slice()), ("zendesk", ["acme".to_string()].as_slice()));
     assert!(other_node.revoke_key("key1").await.unwrap());
     assert!(store.key_by_hash("hash1").await.unwrap().is_none());
 

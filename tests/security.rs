@@ -149,3 +149,80 @@ async fn scopes_redaction_erasure_and_request_ids() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_kept_to_one_account_opens_only_its_conversations_and_the_document_states_the_keys() {
+    let config = common::config();
+    let store = tierline::store::open(&config.support.database, 4).await.unwrap();
+    let scopes = [Scope::Helpdesk, Scope::Agent];
+    let acme = access::create_for_accounts(&*store, "acme-desk", &scopes, &["acme".into()]).await.unwrap().key;
+    let other = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap().key;
+    let err = access::create_for_accounts(&*store, "ops", &[Scope::Admin], &["acme".into()]).await.err().unwrap();
+    assert!(err.to_string().contains("admin"), "{err}");
+    drop(store);
+    let mut server = TestServer::start(config).await;
+
+    server.key = Some(other);
+    let (status, globex) = server.post("/v1/conversations", json!({ "account": { "id": "globex" } })).await;
+    assert_eq!(status, 201, "{globex}");
+    let globex = globex["id"].as_str().unwrap().to_string();
+
+    server.key = Some(acme);
+    let (status, mine) = server.post("/v1/conversations", json!({ "account": { "id": "acme" } })).await;
+    assert_eq!(status, 201, "{mine}");
+    let mine = mine["id"].as_str().unwrap().to_string();
+    let (status, _) = server.send(Method::GET, &format!("/v1/conversations/{mine}"), None).await;
+    assert_eq!(status, 200);
+    // Another account's conversation reads as absent on every conversation route.
+    for (method, path, body) in [
+        (Method::GET, format!("/v1/conversations/{globex}"), None),
+        (Method::GET, format!("/v1/conversations/{globex}/handoff"), None),
+        (
+            Method::POST,
+            format!("/v1/conversations/{globex}/agent-messages"),
+            Some(json!({ "agent": "a", "text": "hi" })),
+        ),
+        (Method::POST, format!("/v1/conversations/{globex}/escalate"), Some(json!({}))),
+        (Method::POST, format!("/v1/conversations/{globex}/resolve"), Some(json!({ "resolved_by": "human" }))),
+    ] {
+        let (status, body) = server.send(method.clone(), &path, body).await;
+        assert_eq!(status, 404, "{method} {path}: {body}");
+    }
+    // It opens conversations for its own account only.
+    for account in [json!({ "account": { "id": "globex" } }), json!({})] {
+        let (status, body) = server.post("/v1/conversations", account).await;
+        assert_eq!(status, 403, "{body}");
+    }
+    // Routes that span every account refuse it; stateless ones serve it.
+    for path in ["/v1/queues", "/v1/metrics/support", "/v1/events", "/v1/alerts"] {
+        let (status, body) = server.send(Method::GET, path, None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    let (status, body) = server.post("/v1/embed", json!({ "texts": ["hello"] })).await;
+    assert_eq!(status, 200, "{body}");
+
+    // Keys exist, so the document declares them; every operation it secures answers 401
+    // without one, and the ones it leaves open do not.
+    server.key = None;
+    let (status, doc) = server.send(Method::GET, "/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["security"], json!([{ "api_key": [] }]), "{}", doc["security"]);
+    let mut secured = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let open = operation.get("security").is_some_and(|s| s == &json!([]));
+            let url = path.replace("{id}", "x").replace("{queue}", "billing");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let body = operation.get("requestBody").map(|_| json!({}));
+            let (status, answer) = server.send(method.clone(), &url, body).await;
+            if open {
+                assert_ne!(status, 401, "{method} {path} is documented open: {answer}");
+            } else {
+                secured += 1;
+                assert_eq!(status, 401, "{method} {path} is documented as needing a key: {answer}");
+            }
+        }
+    }
+    assert!(secured > 30, "{secured} secured operations");
+    server.stop().await;
+}

@@ -12,6 +12,10 @@ pub enum KeysCommand {
         /// helpdesk, agent or admin; repeat for several.
         #[arg(long = "scope", required = true)]
         scopes: Vec<Scope>,
+        /// Keep the key to this account's conversations (its `account.id`); repeat for
+        /// several. Such a key cannot call routes that span every account.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
     },
     /// List keys (ids, names, scopes; never the keys themselves).
     List,
@@ -26,15 +30,16 @@ pub fn run(config: Config, command: KeysCommand) -> anyhow::Result<()> {
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = super::open_store(&config).await?;
     match command {
-        KeysCommand::Create { name, scopes } => {
-            let created = access::create(store.as_ref(), &name, &scopes).await?;
+        KeysCommand::Create { name, scopes, accounts } => {
+            let created = access::create_for_accounts(store.as_ref(), &name, &scopes, &accounts).await?;
             eprintln!("created {} ({name}); store the key now, it is not shown again:", created.id);
             println!("{}", created.key);
         }
         KeysCommand::List => {
             for key in store.keys().await? {
                 let state = if key.revoked_at.is_some() { "revoked" } else { "live" };
-                println!("{}\t{}\t{}\t{state}", key.id, key.name, key.scopes.join(","));
+                let accounts = if key.is_restricted() { key.accounts.join(",") } else { "all accounts".into() };
+                println!("{}\t{}\t{}\t{accounts}\t{state}", key.id, key.name, key.scopes.join(","));
             }
         }
         KeysCommand::Revoke { id } => {

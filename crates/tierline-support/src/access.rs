@@ -55,13 +55,29 @@ pub fn hash(key: &str) -> String {
 }
 
 pub async fn create(store: &dyn Store, name: &str, scopes: &[Scope]) -> anyhow::Result<CreatedKey> {
+    create_for_accounts(store, name, scopes, &[]).await
+}
+
+/// A key kept to the conversations of `accounts` (their `account.id`); empty: every account.
+/// A kept key cannot call the routes that span every account (queues, metrics, events...).
+pub async fn create_for_accounts(
+    store: &dyn Store,
+    name: &str,
+    scopes: &[Scope],
+    accounts: &[String],
+) -> anyhow::Result<CreatedKey> {
     anyhow::ensure!(!scopes.is_empty(), "a key needs at least one scope");
     anyhow::ensure!(!name.trim().is_empty(), "a key needs a name");
+    anyhow::ensure!(accounts.iter().all(|a| !crate::text::is_blank(a)), "an account id must not be empty");
+    anyhow::ensure!(
+        accounts.is_empty() || !scopes.contains(&Scope::Admin),
+        "an admin key manages every account: it cannot be kept to some"
+    );
     let key = format!("tl_{}", random_hex(32)?);
     let id = new_id("key");
     let scopes: Vec<String> = scopes.iter().map(|s| s.as_str().to_string()).collect();
-    store.insert_key(&id, &hash(&key), name, &scopes).await?;
-    let detail = serde_json::json!({ "name": name, "scopes": scopes });
+    store.insert_key(&id, &hash(&key), name, &scopes, accounts).await?;
+    let detail = serde_json::json!({ "name": name, "scopes": scopes, "accounts": accounts });
     store.audit("cli", AuditAction::KeyCreated, &id, &detail).await?;
     Ok(CreatedKey { id, key })
 }

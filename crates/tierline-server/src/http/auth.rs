@@ -56,6 +56,22 @@ impl Caller {
         }
     }
 
+    /// Whether the caller may open a conversation of `account` (keys kept to some accounts).
+    pub fn may_open_account(&self, account: Option<&str>) -> bool {
+        match self {
+            Caller::Key(key) => key.may_open_account(account),
+            Caller::Open | Caller::Customer { .. } => true,
+        }
+    }
+
+    /// A key kept to some accounts' conversations.
+    pub fn restricted_key(&self) -> Option<&ApiKeyRow> {
+        match self {
+            Caller::Key(key) if key.is_restricted() => Some(key),
+            _ => None,
+        }
+    }
+
     /// Whether the caller sees agents' events (alerts, every queue).
     pub fn is_staff(&self) -> bool {
         match self {
@@ -66,22 +82,51 @@ impl Caller {
     }
 }
 
-/// `route`, callable only with a key holding one of `scopes` (admin holds every scope).
-pub fn guarded(state: &AppState, scopes: &'static [Scope], route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    route.route_layer(middleware::from_fn_with_state(state.clone(), move |state, request, next| {
-        require_key(state, scopes, false, request, next)
-    }))
+/// Who else may call a guarded route besides keys holding its scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// The route spans every account (queues, metrics...): keys kept to some accounts get 403.
+    AllAccounts,
+    /// The handler keeps a key to its accounts, or reads nothing stored per account.
+    PerAccount,
+    /// As `PerAccount`, and a customer's conversation token opens it too.
+    PerAccountOrCustomer,
 }
 
-/// As `guarded`, and also callable with a customer's conversation token (`ct_...`): the
-/// handler sees `Caller::Customer` and must keep it to that conversation.
+/// `route`, callable only with a key holding one of `scopes` (admin holds every scope) and not
+/// kept to some accounts: the route spans every account.
+pub fn guarded(state: &AppState, scopes: &'static [Scope], route: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    layered(state, scopes, Reach::AllAccounts, route)
+}
+
+/// As `guarded`, also for keys kept to some accounts: the handler keeps them to those
+/// accounts' conversations (or the route reads nothing stored per account).
+pub fn guarded_per_account(
+    state: &AppState,
+    scopes: &'static [Scope],
+    route: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
+    layered(state, scopes, Reach::PerAccount, route)
+}
+
+/// As `guarded_per_account`, and also callable with a customer's conversation token (`ct_...`):
+/// the handler sees `Caller::Customer` and must keep it to that conversation.
 pub fn guarded_or_customer(
     state: &AppState,
     scopes: &'static [Scope],
     route: MethodRouter<AppState>,
 ) -> MethodRouter<AppState> {
+    layered(state, scopes, Reach::PerAccountOrCustomer, route)
+}
+
+fn layered(
+    state: &AppState,
+    scopes: &'static [Scope],
+    reach: Reach,
+    route: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
     route.route_layer(middleware::from_fn_with_state(state.clone(), move |state, request, next| {
-        require_key(state, scopes, true, request, next)
+        require_key(state, scopes, reach, request, next)
     }))
 }
 
@@ -106,11 +151,13 @@ fn presented_key(request: &Request) -> Option<&str> {
 async fn require_key(
     State(state): State<AppState>,
     accepted: &'static [Scope],
-    customers: bool,
+    reach: Reach,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) = presented_key(&request).filter(|k| customers && k.starts_with(CUSTOMER_TOKEN)) {
+    if let Some(token) =
+        presented_key(&request).filter(|k| reach == Reach::PerAccountOrCustomer && k.starts_with(CUSTOMER_TOKEN))
+    {
         return match state.support().conversation_for_token(token).await {
             Ok(Some(conversation_id)) => {
                 request.extensions_mut().insert(Caller::Customer { conversation_id });
@@ -154,6 +201,16 @@ async fn require_key(
             key.scopes.join(", "),
             request.method(),
             needed.join(", ")
+        );
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
+    }
+    if key.is_restricted() && reach == Reach::AllAccounts {
+        let route = request.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
+        let message = format!(
+            "key `{}` is kept to the accounts [{}]; {} {route} spans every account",
+            key.id,
+            key.accounts.join(", "),
+            request.method()
         );
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
     }

@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use tierline_support::access::Scope;
 
-use auth::{guarded, guarded_or_customer};
+use auth::{guarded, guarded_or_customer, guarded_per_account};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -29,7 +29,8 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.limits().max_body_bytes;
     let s = &state;
     // Scopes: helpdesk integrations run customer conversations and stateless triage; agents work
-    // the queues; admins edit knowledge and policy (admin holds every scope).
+    // the queues; admins edit knowledge and policy (admin holds every scope). A key kept to some
+    // accounts calls only the `per_account` routes (and the customer ones), which keep it there.
     let helpdesk: &'static [Scope] = &[Helpdesk];
     let agent: &'static [Scope] = &[Agent];
     let either: &'static [Scope] = &[Helpdesk, Agent];
@@ -37,7 +38,7 @@ pub fn router(state: AppState) -> Router {
     // Customers' browsers may start a chat without a key unless the operator turned that off.
     let chat_start = match state.public_chat() {
         true => post(routes::chat::start),
-        false => guarded(s, helpdesk, post(routes::chat::start)),
+        false => guarded_per_account(s, helpdesk, post(routes::chat::start)),
     };
     Router::new()
         // Public: probes, metrics, the API document.
@@ -59,16 +60,16 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard", get(routes::pages::dashboard))
         .route("/widget.js", get(routes::pages::widget))
         .route("/assets/{name}", get(routes::pages::asset))
-        .route("/v1/embed", guarded(s, either, post(routes::embed::embed)))
-        .route("/v1/embeddings", guarded(s, either, post(routes::embed::openai_embeddings)))
-        .route("/v1/classify", guarded(s, either, post(routes::classify::classify)))
-        .route("/v1/models", guarded(s, either, get(routes::models::models)))
-        .route("/v1/answer", guarded(s, either, post(routes::kb::answer)))
+        .route("/v1/embed", guarded_per_account(s, either, post(routes::embed::embed)))
+        .route("/v1/embeddings", guarded_per_account(s, either, post(routes::embed::openai_embeddings)))
+        .route("/v1/classify", guarded_per_account(s, either, post(routes::classify::classify)))
+        .route("/v1/models", guarded_per_account(s, either, get(routes::models::models)))
+        .route("/v1/answer", guarded_per_account(s, either, post(routes::kb::answer)))
         // Search and article reads can return internal articles: agents only.
-        .route("/v1/kb/search", guarded(s, agent, get(routes::kb::search)))
+        .route("/v1/kb/search", guarded_per_account(s, agent, get(routes::kb::search)))
         .route(
             "/v1/kb/articles",
-            guarded(s, agent, get(routes::kb_articles::list)).merge(guarded(
+            guarded_per_account(s, agent, get(routes::kb_articles::list)).merge(guarded(
                 s,
                 admin,
                 post(routes::kb_articles::create),
@@ -76,13 +77,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/kb/articles/{id}",
-            guarded(s, agent, get(routes::kb_articles::get)).merge(guarded(
+            guarded_per_account(s, agent, get(routes::kb_articles::get)).merge(guarded(
                 s,
                 admin,
                 put(routes::kb_articles::put).delete(routes::kb_articles::delete),
             )),
         )
-        .route("/v1/conversations", guarded(s, helpdesk, post(routes::conversations::create)))
+        .route("/v1/conversations", guarded_per_account(s, helpdesk, post(routes::conversations::create)))
         // A customer's browser holds a token for its own conversation (the chat widget).
         .route("/v1/conversations/{id}", guarded_or_customer(s, either, get(routes::conversations::get)))
         .route(
@@ -93,9 +94,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/csat", guarded_or_customer(s, either, post(routes::chat::rate)))
         .route("/v1/events", guarded_or_customer(s, either, get(routes::events::events)))
         .route("/v1/chat/conversations", chat_start)
-        .route("/v1/conversations/{id}/agent-messages", guarded(s, agent, post(routes::conversations::agent_message)))
-        .route("/v1/conversations/{id}/resolve", guarded(s, either, post(routes::conversations::resolve)))
-        .route("/v1/conversations/{id}/handoff", guarded(s, either, get(routes::conversations::handoff)))
+        .route(
+            "/v1/conversations/{id}/agent-messages",
+            guarded_per_account(s, agent, post(routes::conversations::agent_message)),
+        )
+        .route("/v1/conversations/{id}/resolve", guarded_per_account(s, either, post(routes::conversations::resolve)))
+        .route("/v1/conversations/{id}/handoff", guarded_per_account(s, either, get(routes::conversations::handoff)))
         .route("/v1/queues", guarded(s, agent, get(routes::conversations::queues)))
         .route("/v1/queues/{queue}", guarded(s, agent, get(routes::conversations::queue)))
         .route("/v1/policy/queues", guarded(s, agent, get(routes::conversations::policy_queues)))

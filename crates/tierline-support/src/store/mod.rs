@@ -195,7 +195,15 @@ pub trait Store: Send + Sync + 'static {
 
     // API keys (only hashes are stored).
 
-    async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()>;
+    /// `accounts`: the accounts whose conversations the key may open (empty: every account).
+    async fn insert_key(
+        &self,
+        id: &str,
+        hash: &str,
+        name: &str,
+        scopes: &[String],
+        accounts: &[String],
+    ) -> StoreResult<()>;
 
     /// The live (not revoked) key with this hash.
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyRow>>;

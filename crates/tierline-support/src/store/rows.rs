@@ -395,8 +395,37 @@ pub struct ApiKeyRow {
     pub id: String,
     pub name: String,
     pub scopes: Vec<String>,
+    /// The accounts (`account.id`) whose conversations this key may open; empty: every account.
+    pub accounts: Vec<String>,
     pub created_at: i64,
     pub revoked_at: Option<i64>,
+}
+
+impl ApiKeyRow {
+    /// Whether the key is kept to some accounts' conversations.
+    pub fn is_restricted(&self) -> bool {
+        !self.accounts.is_empty()
+    }
+
+    /// Whether the key may open a conversation of `account` (a restricted key never opens one
+    /// without an account).
+    pub fn may_open_account(&self, account: Option<&str>) -> bool {
+        !self.is_restricted() || account.is_some_and(|a| self.accounts.iter().any(|allowed| allowed == a))
+    }
+}
+
+/// A key's account list as stored: a JSON array of strings (ids may hold any character).
+pub fn accounts_to_text(accounts: &[String]) -> String {
+    serde_json::to_string(accounts).expect("a list of strings serialises")
+}
+
+/// The stored account list back; an unreadable one is corrupt (never read as "every account").
+pub fn accounts_from_text(key_id: &str, text: &str) -> super::StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(|err| super::StoreError::Corrupt {
+        table: "api_keys",
+        id: key_id.to_string(),
+        reason: format!("accounts do not parse: {err}"),
+    })
 }
 
 /// What an erasure removed.

@@ -27,9 +27,13 @@ use crate::http::state::AppState;
 )]
 pub async fn start(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     ApiJson(request): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<ChatStarted>), ApiError> {
     let (customer, account) = super::conversations::checked_new(request)?;
+    if let Some(Extension(caller)) = &caller {
+        super::conversations::may_create(caller, &account)?;
+    }
     Ok((StatusCode::CREATED, Json(state.support().start_chat(customer, &account).await?)))
 }
 
@@ -46,7 +50,7 @@ pub async fn escalate(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Turn>, ApiError> {
-    allowed(&caller, &id)?;
+    opens(&state, &caller, &id).await?;
     Ok(Json(state.support().escalate(&id).await?))
 }
 
@@ -70,14 +74,21 @@ pub async fn rate(
     ApiPath(id): ApiPath<String>,
     ApiJson(rating): ApiJson<Rating>,
 ) -> Result<Json<ConversationRow>, ApiError> {
-    allowed(&caller, &id)?;
+    opens(&state, &caller, &id).await?;
     Ok(Json(state.support().rate(&id, rating.csat).await?))
 }
 
-/// A customer token opens its own conversation only; any other id reads as absent.
-pub fn allowed(caller: &Caller, id: &str) -> Result<(), ApiError> {
-    if caller.may_open(id) {
-        return Ok(());
+/// Whether `caller` may open conversation `id`: a customer token opens its own conversation
+/// only, a key kept to some accounts only theirs; any other reads as absent (404), so a key
+/// learns nothing of another account's conversations.
+pub async fn opens(state: &AppState, caller: &Caller, id: &str) -> Result<(), ApiError> {
+    let absent = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no conversation with id `{id}`"));
+    if !caller.may_open(id) {
+        return Err(absent());
     }
-    Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no conversation with id `{id}`")))
+    let Some(key) = caller.restricted_key() else { return Ok(()) };
+    match state.support().store().conversation(id).await? {
+        Some(row) if key.may_open_account(row.account.id.as_deref()) => Ok(()),
+        _ => Err(absent()),
+    }
 }

@@ -33,9 +33,11 @@ use tierline_support::triage::AccountContext;
 )]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<CreateConversation>,
 ) -> Result<(StatusCode, Json<ConversationRow>), ApiError> {
     let (customer, account) = checked_new(request)?;
+    may_create(&caller, &account)?;
     let conversation = state.support().create(customer, &account).await?;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
@@ -48,6 +50,19 @@ pub(super) fn checked_new(request: CreateConversation) -> Result<(serde_json::Va
     }
     check_account(&request.account)?;
     Ok((customer, request.account))
+}
+
+/// A key kept to some accounts opens conversations for those accounts only.
+pub(super) fn may_create(caller: &Caller, account: &AccountContext) -> Result<(), ApiError> {
+    if caller.may_open_account(account.id.as_deref()) {
+        return Ok(());
+    }
+    let kept = caller.restricted_key().map(|k| k.accounts.join(", ")).unwrap_or_default();
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("this key opens conversations for the accounts [{kept}] only: set `account.id` to one of them"),
+    ))
 }
 
 /// An account's figures must make sense (a contract value is never negative).
@@ -80,7 +95,7 @@ pub async fn customer_message(
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<CustomerMessage>,
 ) -> Result<Json<Turn>, ApiError> {
-    super::chat::allowed(&caller, &id)?;
+    super::chat::opens(&state, &caller, &id).await?;
     check_text(&state, "text", &request.text)?;
     if state.models().is_none() {
         return Err(ApiError::not_ready("the models are still loading"));
@@ -120,9 +135,11 @@ pub async fn customer_message(
 )]
 pub async fn agent_message(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<AgentMessage>,
 ) -> Result<Json<ConversationRow>, ApiError> {
+    super::chat::opens(&state, &caller, &id).await?;
     check_text(&state, "text", &request.text)?;
     check_name("agent", &request.agent, MAX_AGENT_CHARS)?;
     Ok(Json(state.support().agent_message(&id, request.agent, request.text).await?))
@@ -148,6 +165,7 @@ pub async fn resolve(
     ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<Resolve>,
 ) -> Result<Json<Resolved>, ApiError> {
+    super::chat::opens(&state, &caller, &id).await?;
     let teaches =
         request.approved_answer.is_some() || request.corrected_topic.is_some() || request.corrected_queue.is_some();
     if teaches && !caller.may_teach() {
@@ -193,7 +211,7 @@ pub async fn get(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ConversationView>, ApiError> {
-    super::chat::allowed(&caller, &id)?;
+    super::chat::opens(&state, &caller, &id).await?;
     Ok(Json(state.support().view(&id).await?))
 }
 
@@ -208,7 +226,12 @@ pub async fn get(
         (status = 404, body = ErrorBody),
     ),
 )]
-pub async fn handoff(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Result<Json<Packet>, ApiError> {
+pub async fn handoff(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Packet>, ApiError> {
+    super::chat::opens(&state, &caller, &id).await?;
     Ok(Json(state.support().handoff(&id).await?))
 }
 

@@ -315,12 +315,19 @@ impl Store for PgStore {
         Some(rest::listen(self.url.clone(), channels.to_vec()))
     }
 
-    async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()> {
+    async fn insert_key(
+        &self,
+        id: &str,
+        hash: &str,
+        name: &str,
+        scopes: &[String],
+        accounts: &[String],
+    ) -> StoreResult<()> {
         let client = self.client().await?;
         client
             .execute(
-                "INSERT INTO api_keys (id, hash, name, scopes, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[&id, &hash, &name, &scopes.join(","), &crate::clock::now_ms()],
+                "INSERT INTO api_keys (id, hash, name, scopes, created_at, accounts) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&id, &hash, &name, &scopes.join(","), &crate::clock::now_ms(), &accounts_to_text(accounts)],
             )
             .await?;
         Ok(())
@@ -330,19 +337,19 @@ impl Store for PgStore {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT id, name, scopes, created_at, revoked_at FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
+                "SELECT id, name, scopes, created_at, revoked_at, accounts FROM api_keys WHERE hash = $1 AND revoked_at IS NULL",
                 &[&hash],
             )
             .await?;
-        Ok(row.map(|r| rest::key_row(&r)))
+        row.map(|r| rest::key_row(&r)).transpose()
     }
 
     async fn keys(&self) -> StoreResult<Vec<ApiKeyRow>> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT id, name, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at", &[])
+            .query("SELECT id, name, scopes, created_at, revoked_at, accounts FROM api_keys ORDER BY created_at", &[])
             .await?;
-        Ok(rows.iter().map(rest::key_row).collect())
+        rows.iter().map(rest::key_row).collect()
     }
 
     async fn audit(

@@ -62,15 +62,16 @@ pub async fn alerts(client: &impl GenericClient, active_only: bool, limit: usize
         .collect()
 }
 
-pub fn key_row(row: &Row) -> ApiKeyRow {
-    let scopes: String = row.get(2);
-    ApiKeyRow {
-        id: row.get(0),
+pub fn key_row(row: &Row) -> StoreResult<ApiKeyRow> {
+    let (id, scopes, accounts): (String, String, String) = (row.get(0), row.get(2), row.get(5));
+    Ok(ApiKeyRow {
+        accounts: accounts_from_text(&id, &accounts)?,
+        id,
         name: row.get(1),
         scopes: scopes.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
         created_at: row.get(3),
         revoked_at: row.get(4),
-    }
+    })
 }
 
 /// Notifications on `channels` from a connection of its own (a `LISTEN` needs one), reconnected

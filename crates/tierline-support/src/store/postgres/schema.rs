@@ -83,4 +83,6 @@ pub const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 3: keys kept to some accounts' conversations (a JSON array; empty: every account).
+    "ALTER TABLE api_keys ADD COLUMN accounts TEXT NOT NULL DEFAULT '[]';",
 ];

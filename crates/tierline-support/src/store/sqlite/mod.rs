@@ -294,9 +294,17 @@ impl Store for SqliteStore {
         None
     }
 
-    async fn insert_key(&self, id: &str, hash: &str, name: &str, scopes: &[String]) -> StoreResult<()> {
+    async fn insert_key(
+        &self,
+        id: &str,
+        hash: &str,
+        name: &str,
+        scopes: &[String],
+        accounts: &[String],
+    ) -> StoreResult<()> {
         let (id, hash, name, scopes) = (id.to_string(), hash.to_string(), name.to_string(), scopes.join(","));
-        self.write(move |db| keys::insert(db, &id, &hash, &name, &scopes)).await
+        let accounts = accounts_to_text(accounts);
+        self.write(move |db| keys::insert(db, &id, &hash, &name, &scopes, &accounts)).await
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKeyRow>> {
