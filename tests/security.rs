@@ -226,3 +226,51 @@ async fn a_key_kept_to_one_account_opens_only_its_conversations_and_the_document
     assert!(secured > 30, "{secured} secured operations");
     server.stop().await;
 }
+
+/// The server's own log, at its most verbose, never carries what redaction removes from stored
+/// text (the models read the original; nothing else keeps it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_never_carries_redacted_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let log_path = dir.path().join("serve.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tierline"))
+        .args(["serve", "-vv"])
+        .current_dir(common::root())
+        .env("TIERLINE_SERVER__PORT", port.to_string())
+        .env("TIERLINE_SUPPORT__DATABASE", dir.path().join("tierline.db"))
+        .env("TIERLINE_KB__INDEX_DIR", dir.path().join("kb"))
+        .env("TIERLINE_MODELS__HEAD_VERSIONS", dir.path().join("heads"))
+        .env("TIERLINE_ENGINE__DEVICE", "cpu")
+        .env_remove("RUST_LOG")
+        .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("the tierline binary starts");
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !client.get(format!("{base}/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(std::time::Instant::now() < deadline, "server not ready");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let secrets = "card 4111 1111 1111 1111, mail ana.lopez@example.com, phone +44 20 7946 0958, password: Tr0ub4dor&3";
+    let conversation: serde_json::Value =
+        client.post(format!("{base}/v1/conversations")).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let id = conversation["id"].as_str().unwrap();
+    for (path, body) in [
+        (format!("/v1/conversations/{id}/messages"), json!({ "text": format!("I was charged twice on my {secrets}") })),
+        ("/v1/classify".to_string(), json!({ "texts": [secrets] })),
+        ("/v1/answer".to_string(), json!({ "question": secrets })),
+    ] {
+        let response = client.post(format!("{base}{path}")).json(&body).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("/v1/conversations") || log.contains("ready"), "the log was captured: {log}");
+    for leaked in ["4111", "ana.lopez", "7946 0958", "Tr0ub4dor"] {
+        assert!(!log.contains(leaked), "`{leaked}` in the server log");
+    }
+}

@@ -38,6 +38,21 @@ pub struct EncoderArgs {
     /// Print one JSON object (the compare runner reads it).
     #[arg(long)]
     json: bool,
+    /// Measure a running server instead: the same batches as `POST {url}/v1/embed` requests,
+    /// one at a time, the response parsed as a client would (`--key` for a server with keys).
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, env = "TIERLINE_KEY")]
+    key: Option<String>,
+    /// The server's `encoding_format`: float (JSON numbers) or base64.
+    #[arg(long, value_enum, default_value = "float")]
+    encoding: EncodingArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EncodingArg {
+    Float,
+    Base64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -95,6 +110,9 @@ fn bench_encoder(mut config: Config, args: EncoderArgs) -> anyhow::Result<()> {
     let sentences: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
     anyhow::ensure!(!sentences.is_empty(), "{} holds no sentences", args.sentences.display());
     anyhow::ensure!(args.batch_sizes.iter().all(|&b| b > 0), "batch sizes must be positive");
+    if let Some(url) = &args.url {
+        return bench_http(url, &args, &sentences);
+    }
     let backend = match args.backend {
         BackendArg::Auto => BackendKind::Auto,
         BackendArg::Packed => BackendKind::Packed,
@@ -116,8 +134,15 @@ fn bench_encoder(mut config: Config, args: EncoderArgs) -> anyhow::Result<()> {
         );
     }
     let mut results = Vec::new();
+    let embed = |batch: &[&str]| -> anyhow::Result<()> {
+        let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
+        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        std::hint::black_box(encoder.embed(&refs)?.to_vec2::<f32>()?);
+        Ok(())
+    };
     for &batch_size in &args.batch_sizes {
-        let result = measure(&encoder, &sentences, batch_size, args.warmup, Duration::from_secs_f64(args.min_seconds))?;
+        let min_time = Duration::from_secs_f64(args.min_seconds);
+        let result = measure(embed, &sentences, batch_size, args.warmup, min_time)?;
         if !args.json {
             eprintln!(
                 "batch {:>3}: {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} batches)",
@@ -173,8 +198,55 @@ fn cosine_to_f32(
     })
 }
 
+/// The same batches as the in-process run, as `POST /v1/embed` requests to a running server,
+/// one at a time: the HTTP path's share of the engine is this run's figure over that one's.
+fn bench_http(url: &str, args: &EncoderArgs, sentences: &[&str]) -> anyhow::Result<()> {
+    let endpoint = format!("{}/v1/embed", url.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_defaults();
+    let encoding = match args.encoding {
+        EncodingArg::Float => "float",
+        EncodingArg::Base64 => "base64",
+    };
+    let embed = |batch: &[&str]| -> anyhow::Result<()> {
+        let mut request = agent.post(&endpoint);
+        if let Some(key) = &args.key {
+            request = request.header("authorization", &format!("Bearer {key}"));
+        }
+        let body = serde_json::json!({ "texts": batch, "encoding_format": encoding });
+        let mut response = request.send_json(&body).map_err(|err| anyhow::anyhow!("POST {endpoint}: {err}"))?;
+        // Parsed as a client would, embeddings included.
+        let parsed: serde_json::Value = response.body_mut().read_json()?;
+        anyhow::ensure!(parsed["data"].as_array().is_some_and(|d| d.len() == batch.len()), "unexpected response");
+        std::hint::black_box(parsed);
+        Ok(())
+    };
+    let mut results = Vec::new();
+    for &batch_size in &args.batch_sizes {
+        let min_time = Duration::from_secs_f64(args.min_seconds);
+        let result = measure(embed, sentences, batch_size, args.warmup, min_time)?;
+        if !args.json {
+            eprintln!(
+                "http batch {:>3} ({encoding}): {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} requests)",
+                result.batch_size, result.sentences_per_sec, result.p50_ms, result.p99_ms, result.batches
+            );
+        }
+        results.push(result);
+    }
+    if args.json {
+        let report = serde_json::json!({
+            "engine": "tierline-http",
+            "url": url,
+            "encoding_format": encoding,
+            "sentences": sentences.len(),
+            "results": results,
+        });
+        println!("{report}");
+    }
+    Ok(())
+}
+
 fn measure(
-    encoder: &Encoder,
+    mut run: impl FnMut(&[&str]) -> anyhow::Result<()>,
     sentences: &[&str],
     batch_size: usize,
     warmup: usize,
@@ -183,13 +255,6 @@ fn measure(
     // Batch i holds sentences i*B .. i*B+B, wrapping around the list (as the Python reference).
     let batch_at = |index: usize| -> Vec<&str> {
         (0..batch_size).map(|j| sentences[(index * batch_size + j) % sentences.len()]).collect()
-    };
-    let run = |batch: &[&str]| -> anyhow::Result<()> {
-        let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
-        let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
-        let embeddings = encoder.embed(&refs)?.to_vec2::<f32>()?;
-        std::hint::black_box(embeddings);
-        Ok(())
     };
     for index in 0..warmup {
         run(&batch_at(index))?;

@@ -339,8 +339,8 @@ pub struct FeedbackParams {
     /// Only examples with a greater id (paging).
     #[serde(default)]
     pub after: i64,
-    #[serde(default = "default_limit")]
-    pub limit: usize,
+    /// Page size: 1-500, default 50 (the list); 1-100,000, default 100,000 (the export).
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -172,6 +172,11 @@ impl Contract {
         ] {
             param(path, method, "limit", limit.clone());
         }
+        param("/v1/feedback/export", "get", "limit", json!({ "minimum": 1, "maximum": insights::MAX_EXPORT }));
+        let any_i64 = json!({ "minimum": i64::MIN, "maximum": i64::MAX });
+        param("/v1/feedback/export", "get", "after", any_i64.clone());
+        param("/v1/feedback", "get", "after", any_i64.clone());
+        param("/v1/feedback/{id}", "post", "id", any_i64);
         param("/v1/kb/search", "get", "q", text.clone());
         param("/v1/kb/search", "get", "k", json!({ "minimum": 1, "maximum": kb::MAX_SEARCH_HITS }));
         param("/v1/kb/search", "get", "audience", json!({ "enum": ["public", "internal", "all", null] }));

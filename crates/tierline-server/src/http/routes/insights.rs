@@ -56,12 +56,12 @@ pub async fn at_risk(
 }
 
 impl FeedbackParams {
-    fn filter(&self) -> FeedbackFilter {
+    fn filter(&self, limit: usize) -> FeedbackFilter {
         FeedbackFilter {
             head: self.head.clone(),
             statuses: self.status.into_iter().collect(),
             after_id: self.after,
-            limit: self.limit,
+            limit,
         }
     }
 }
@@ -81,11 +81,16 @@ pub async fn feedback(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<FeedbackParams>,
 ) -> Result<Json<FeedbackResponse>, ApiError> {
-    check_limit(params.limit)?;
-    Ok(Json(FeedbackResponse { examples: state.support().feedback(params.filter()).await? }))
+    let limit = params.limit.unwrap_or(50);
+    check_limit(limit)?;
+    Ok(Json(FeedbackResponse { examples: state.support().feedback(params.filter(limit)).await? }))
 }
 
-/// The examples as JSONL (`{"text", "label", ...}` per line), for `tierline train --file`.
+/// Most examples one export returns; page on with `after` (the last id received).
+pub const MAX_EXPORT: usize = 100_000;
+
+/// The examples as JSONL (`{"text", "label", ...}` per line), for `tierline train --file`:
+/// at most `limit` (default and most 100,000) per request, oldest first; page on with `after`.
 #[utoipa::path(
     get,
     path = "/v1/feedback/export",
@@ -97,10 +102,14 @@ pub async fn feedback(
 )]
 pub async fn export(
     State(state): State<AppState>,
-    ApiQuery(mut params): ApiQuery<FeedbackParams>,
+    ApiQuery(params): ApiQuery<FeedbackParams>,
 ) -> Result<Response, ApiError> {
-    params.limit = 0;
-    let mut filter = params.filter();
+    // The list's page size is for screens; an export takes a training set whole by default.
+    let limit = params.limit.unwrap_or(MAX_EXPORT);
+    if !(1..=MAX_EXPORT).contains(&limit) {
+        return Err(ApiError::invalid("limit", format!("`limit` must be between 1 and {MAX_EXPORT}")));
+    }
+    let mut filter = params.filter(limit);
     if filter.statuses.is_empty() {
         filter.statuses = vec![FeedbackStatus::Pending, FeedbackStatus::Accepted];
     }
