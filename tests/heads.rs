@@ -107,7 +107,7 @@ fn a_layer_pools_head_of_the_wrong_width_is_refused_when_served() {
     let err = engine.set_heads(head_of_width(3 * 384)).expect_err("refused").to_string();
     assert!(err.contains("width 1152") && err.contains("2688"), "{err}");
     engine.set_heads(head_of_width(7 * 384)).expect("the encoder's own width is served");
-    let scores = engine.embed_blocking(&["hello".to_string()]).unwrap();
+    let scores = engine.score_blocking(&["hello".to_string()]).unwrap();
     assert_eq!(scores[0].heads["sentiment"], vec![1.0 / 3.0; 3], "zero weights: uniform softmax");
     let err = ClassifierHead::from_parts(card.clone(), &head_weights_of_width(100)).err().unwrap().to_string();
     assert!(err.contains("multiple of the encoder's 384"), "{err}");

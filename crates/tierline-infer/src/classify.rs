@@ -190,7 +190,7 @@ impl Classifier {
         top_k: usize,
     ) -> Result<Vec<(TextClassification, Vec<f32>)>, EngineError> {
         let checkpoint_texts = if self.checkpoints.is_empty() { Vec::new() } else { texts.clone() };
-        let mut outputs = self.engine.embed(texts).await?;
+        let mut outputs = self.engine.score(texts).await?;
         if !self.checkpoints.is_empty() {
             // Checkpoints have their own encoder: run them off the async runtime.
             let this = self.clone();
@@ -208,7 +208,7 @@ impl Classifier {
     }
 
     pub fn classify_blocking(&self, texts: &[String], top_k: usize) -> Result<Vec<TextClassification>, EngineError> {
-        let mut outputs = self.engine.embed_blocking(texts)?;
+        let mut outputs = self.engine.score_blocking(texts)?;
         for (output, scores) in outputs.iter_mut().zip(self.run_checkpoints(texts)?) {
             output.heads.extend(scores);
         }

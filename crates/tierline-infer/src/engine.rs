@@ -59,7 +59,7 @@ pub enum EngineError {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Embedded {
     pub embedding: Vec<f32>,
-    /// Scores of every registered head, by head name.
+    /// Scores of every registered head, by head name (from `score`; empty from `embed`).
     pub heads: BTreeMap<String, Vec<f32>>,
     pub tokens: usize,
     pub truncated: bool,
@@ -136,8 +136,17 @@ struct PendingRequest {
     remaining: AtomicUsize,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
     admitted_at: Instant,
-    /// The caller wants the layer pools back, not just the embedding.
-    wants_layer_pools: bool,
+    /// What the caller wants beyond the embedding.
+    wants: Wants,
+}
+
+/// What a request wants computed beyond the pooled embedding. A batch computes the heads (and
+/// the layer pools they read) only when one of its requests wants them: an embedding client
+/// pays for the encoder alone.
+#[derive(Debug, Clone, Copy, Default)]
+struct Wants {
+    heads: bool,
+    layer_pools: bool,
 }
 
 impl PendingRequest {
@@ -279,9 +288,18 @@ impl Engine {
         self.shared.admitted.load(Ordering::Acquire)
     }
 
-    /// Embeds `texts` (and runs every head) without blocking the async runtime: tokenization runs
-    /// on the blocking pool, inference on the engine's thread.
+    /// Embeds `texts` without blocking the async runtime: tokenization runs on the blocking
+    /// pool, inference on the engine's thread. No head runs (`heads` is empty): see `score`.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EngineError> {
+        self.run(texts, Wants::default()).await
+    }
+
+    /// As `embed`, with every registered head's scores from the same encoder pass.
+    pub async fn score(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EngineError> {
+        self.run(texts, Wants { heads: true, layer_pools: false }).await
+    }
+
+    async fn run(&self, texts: Vec<String>, wants: Wants) -> Result<Vec<Embedded>, EngineError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
@@ -290,20 +308,25 @@ impl Engine {
         let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
             .await
             .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
-        let receiver = self.submit(tokenized, &mut admission, false)?;
+        let receiver = self.submit(tokenized, &mut admission, wants)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
-    /// Blocking variant for the CLI and benchmarks; never call it from async code.
+    /// Blocking variant of `embed` for the CLI and benchmarks; never call it from async code.
     pub fn embed_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>, EngineError> {
-        self.run_blocking(texts, false)
+        self.run_blocking(texts, Wants::default())
+    }
+
+    /// Blocking variant of `score`.
+    pub fn score_blocking(&self, texts: &[String]) -> Result<Vec<Embedded>, EngineError> {
+        self.run_blocking(texts, Wants { heads: true, layer_pools: false })
     }
 
     /// The rows a head of `input` reads, one per text, for training and evaluating heads.
     /// Blocking, like `embed_blocking`.
     /// An encoder without layer pools fails the request in `Encoder::encode`, with the reason.
     pub fn inputs_blocking(&self, texts: &[String], input: HeadInput) -> Result<Vec<Vec<f32>>, EngineError> {
-        let outputs = self.run_blocking(texts, input == HeadInput::LayerPools)?;
+        let outputs = self.run_blocking(texts, Wants { heads: false, layer_pools: input == HeadInput::LayerPools })?;
         Ok(outputs
             .into_iter()
             .map(|output| match input {
@@ -313,13 +336,13 @@ impl Engine {
             .collect())
     }
 
-    fn run_blocking(&self, texts: &[String], wants_layer_pools: bool) -> Result<Vec<Embedded>, EngineError> {
+    fn run_blocking(&self, texts: &[String], wants: Wants) -> Result<Vec<Embedded>, EngineError> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
         let mut admission = self.admit(texts.len())?;
         let tokenized = tokenize_all(&self.shared, texts)?;
-        let receiver = self.submit(tokenized, &mut admission, wants_layer_pools)?;
+        let receiver = self.submit(tokenized, &mut admission, wants)?;
         receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
     }
 
@@ -354,7 +377,7 @@ impl Engine {
         &self,
         tokenized: Vec<TokenizedText>,
         admission: &mut Admission<'_>,
-        wants_layer_pools: bool,
+        wants: Wants,
     ) -> Result<oneshot::Receiver<Reply>, EngineError> {
         let (tx, rx) = oneshot::channel();
         let request = Arc::new(PendingRequest {
@@ -362,7 +385,7 @@ impl Engine {
             remaining: AtomicUsize::new(tokenized.len()),
             reply: Mutex::new(Some(tx)),
             admitted_at: Instant::now(),
-            wants_layer_pools,
+            wants,
         });
         let guard = self.shared.sender.lock_unpoisoned();
         let sender = guard.as_ref().ok_or(EngineError::Stopped)?;
@@ -472,10 +495,13 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     let sequences: Vec<&[u32]> = batch.iter().map(|job| job.text.ids.as_slice()).collect();
     let heads = shared.heads.read_unpoisoned().clone();
     // A panic inside a kernel must fail this batch, not kill the engine.
-    let callers_want_pools = batch.iter().any(|job| job.request.wants_layer_pools);
+    let callers_want_pools = batch.iter().any(|job| job.request.wants.layer_pools);
+    let callers_want_heads = batch.iter().any(|job| job.request.wants.heads);
     let outcome = catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<_> {
-        let encoded = encoder.encode(&sequences, callers_want_pools || heads.needs_layer_pools())?;
-        let head_scores = heads.run(&encoded)?;
+        let pools_needed = callers_want_pools || (callers_want_heads && heads.needs_layer_pools());
+        let encoded = encoder.encode(&sequences, pools_needed)?;
+        let head_scores =
+            if callers_want_heads { heads.run(&encoded)? } else { vec![BTreeMap::new(); sequences.len()] };
         let embeddings = encoded.pooled.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?;
         let pools = match (&encoded.layer_pools, callers_want_pools) {
             (Some(pools), true) => pools.to_device(&candle_core::Device::Cpu)?.to_vec2::<f32>()?,
@@ -502,10 +528,10 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
             for (((job, embedding), pools), heads) in batch.iter().zip(embeddings).zip(pools).zip(head_scores) {
                 let output = Embedded {
                     embedding,
-                    heads,
+                    heads: if job.request.wants.heads { heads } else { BTreeMap::new() },
                     tokens: job.text.ids.len(),
                     truncated: job.text.truncated,
-                    layer_pools: job.request.wants_layer_pools.then_some(pools),
+                    layer_pools: job.request.wants.layer_pools.then_some(pools),
                 };
                 job.request.complete(job.index, output);
             }
