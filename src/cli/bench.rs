@@ -133,24 +133,13 @@ fn bench_encoder(mut config: Config, args: EncoderArgs) -> anyhow::Result<()> {
             cosine.share_at_least_0_99 * 100.0
         );
     }
-    let mut results = Vec::new();
     let embed = |batch: &[&str]| -> anyhow::Result<()> {
         let ids = batch.iter().map(|text| encoder.tokenize(text).map(|t| t.ids)).collect::<anyhow::Result<Vec<_>>>()?;
         let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
         std::hint::black_box(encoder.embed(&refs)?.to_vec2::<f32>()?);
         Ok(())
     };
-    for &batch_size in &args.batch_sizes {
-        let min_time = Duration::from_secs_f64(args.min_seconds);
-        let result = measure(embed, &sentences, batch_size, args.warmup, min_time)?;
-        if !args.json {
-            eprintln!(
-                "batch {:>3}: {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} batches)",
-                result.batch_size, result.sentences_per_sec, result.p50_ms, result.p99_ms, result.batches
-            );
-        }
-        results.push(result);
-    }
+    let results = measure_each_batch_size(embed, &sentences, &args, ("", "", "batches"))?;
     let report = serde_json::json!({
         "engine": "tierline-candle",
         "precision": info.precision,
@@ -220,18 +209,8 @@ fn bench_http(url: &str, args: &EncoderArgs, sentences: &[&str]) -> anyhow::Resu
         std::hint::black_box(parsed);
         Ok(())
     };
-    let mut results = Vec::new();
-    for &batch_size in &args.batch_sizes {
-        let min_time = Duration::from_secs_f64(args.min_seconds);
-        let result = measure(embed, sentences, batch_size, args.warmup, min_time)?;
-        if !args.json {
-            eprintln!(
-                "http batch {:>3} ({encoding}): {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} requests)",
-                result.batch_size, result.sentences_per_sec, result.p50_ms, result.p99_ms, result.batches
-            );
-        }
-        results.push(result);
-    }
+    let detail = format!(" ({encoding})");
+    let results = measure_each_batch_size(embed, sentences, args, ("http ", &detail, "requests"))?;
     if args.json {
         let report = serde_json::json!({
             "engine": "tierline-http",
@@ -243,6 +222,29 @@ fn bench_http(url: &str, args: &EncoderArgs, sentences: &[&str]) -> anyhow::Resu
         println!("{report}");
     }
     Ok(())
+}
+
+/// `measure` at every batch size of `args`, each printed unless `--json`; `label` is the line's
+/// prefix, the text after the batch size, and what one call is called.
+fn measure_each_batch_size(
+    mut run: impl FnMut(&[&str]) -> anyhow::Result<()>,
+    sentences: &[&str],
+    args: &EncoderArgs,
+    (prefix, detail, calls): (&str, &str, &str),
+) -> anyhow::Result<Vec<BatchResult>> {
+    let min_time = Duration::from_secs_f64(args.min_seconds);
+    let mut results = Vec::new();
+    for &batch_size in &args.batch_sizes {
+        let result = measure(&mut run, sentences, batch_size, args.warmup, min_time)?;
+        if !args.json {
+            eprintln!(
+                "{prefix}batch {:>3}{detail}: {:>8.1} sentences/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({} {calls})",
+                result.batch_size, result.sentences_per_sec, result.p50_ms, result.p99_ms, result.batches
+            );
+        }
+        results.push(result);
+    }
+    Ok(results)
 }
 
 fn measure(

@@ -82,21 +82,21 @@ impl Caller {
     }
 }
 
-/// Who else may call a guarded route besides keys holding its scopes.
+/// Who may call a guarded route besides keys holding its scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reach {
-    /// The route spans every account (queues, metrics...): keys kept to some accounts get 403.
-    AllAccounts,
-    /// The handler keeps a key to its accounts, or reads nothing stored per account.
-    PerAccount,
-    /// As `PerAccount`, and a customer's conversation token opens it too.
-    PerAccountOrCustomer,
+struct Reach {
+    /// `true`: the handler keeps a key to its accounts, or reads nothing stored per account;
+    /// `false`: the route spans every account (queues, metrics...), so keys kept to some
+    /// accounts get 403.
+    per_account: bool,
+    /// A customer's conversation token opens it too.
+    customers: bool,
 }
 
 /// `route`, callable only with a key holding one of `scopes` (admin holds every scope) and not
 /// kept to some accounts: the route spans every account.
 pub fn guarded(state: &AppState, scopes: &'static [Scope], route: MethodRouter<AppState>) -> MethodRouter<AppState> {
-    layered(state, scopes, Reach::AllAccounts, route)
+    layered(state, scopes, Reach { per_account: false, customers: false }, route)
 }
 
 /// As `guarded`, also for keys kept to some accounts: the handler keeps them to those
@@ -106,7 +106,7 @@ pub fn guarded_per_account(
     scopes: &'static [Scope],
     route: MethodRouter<AppState>,
 ) -> MethodRouter<AppState> {
-    layered(state, scopes, Reach::PerAccount, route)
+    layered(state, scopes, Reach { per_account: true, customers: false }, route)
 }
 
 /// As `guarded_per_account`, and also callable with a customer's conversation token (`ct_...`):
@@ -116,7 +116,17 @@ pub fn guarded_or_customer(
     scopes: &'static [Scope],
     route: MethodRouter<AppState>,
 ) -> MethodRouter<AppState> {
-    layered(state, scopes, Reach::PerAccountOrCustomer, route)
+    layered(state, scopes, Reach { per_account: true, customers: true }, route)
+}
+
+/// As `guarded` (keys kept to some accounts get 403), and also callable with a customer's
+/// conversation token: for a route whose key callers see every account (the event stream).
+pub fn guarded_every_account_or_customer(
+    state: &AppState,
+    scopes: &'static [Scope],
+    route: MethodRouter<AppState>,
+) -> MethodRouter<AppState> {
+    layered(state, scopes, Reach { per_account: false, customers: true }, route)
 }
 
 fn layered(
@@ -155,9 +165,7 @@ async fn require_key(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if let Some(token) =
-        presented_key(&request).filter(|k| reach == Reach::PerAccountOrCustomer && k.starts_with(CUSTOMER_TOKEN))
-    {
+    if let Some(token) = presented_key(&request).filter(|k| reach.customers && k.starts_with(CUSTOMER_TOKEN)) {
         return match state.support().conversation_for_token(token).await {
             Ok(Some(conversation_id)) => {
                 request.extensions_mut().insert(Caller::Customer { conversation_id });
@@ -192,30 +200,38 @@ async fn require_key(
         };
         return ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message).into_response();
     };
-    if !access::allows(&key, accepted) {
-        let route = request.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
-        let needed: Vec<&str> = accepted.iter().map(|s| s.as_str()).collect();
-        let message = format!(
-            "key `{}` has scopes [{}]; {} {route} needs one of [{}]",
-            key.id,
-            key.scopes.join(", "),
-            request.method(),
-            needed.join(", ")
-        );
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
-    }
-    if key.is_restricted() && reach == Reach::AllAccounts {
-        let route = request.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
-        let message = format!(
-            "key `{}` is kept to the accounts [{}]; {} {route} spans every account",
-            key.id,
-            key.accounts.join(", "),
-            request.method()
-        );
+    if let Some(message) = refusal(&request, &key, accepted, reach) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response();
     }
     request.extensions_mut().insert(Caller::Key(key));
     next.run(request).await
+}
+
+/// Why a valid `key` may not call this route (its scopes, or the accounts it is kept to).
+fn refusal(request: &Request, key: &ApiKeyRow, accepted: &[Scope], reach: Reach) -> Option<String> {
+    let route = || {
+        let path = request.extensions().get::<MatchedPath>().map_or("", |p| p.as_str());
+        format!("{} {path}", request.method())
+    };
+    if !access::allows(key, accepted) {
+        let needed: Vec<&str> = accepted.iter().map(|s| s.as_str()).collect();
+        Some(format!(
+            "key `{}` has scopes [{}]; {} needs one of [{}]",
+            key.id,
+            key.scopes.join(", "),
+            route(),
+            needed.join(", ")
+        ))
+    } else if key.is_restricted() && !reach.per_account {
+        Some(format!(
+            "key `{}` is kept to the accounts [{}]; {} spans every account",
+            key.id,
+            key.accounts.join(", "),
+            route()
+        ))
+    } else {
+        None
+    }
 }
 
 /// Records an admin action; a failed write is logged, not returned (the action itself is done).

@@ -18,7 +18,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use tierline_support::access::Scope;
 
-use auth::{guarded, guarded_or_customer, guarded_per_account};
+use auth::{guarded, guarded_every_account_or_customer, guarded_or_customer, guarded_per_account};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -92,7 +92,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/conversations/{id}/escalate", guarded_or_customer(s, either, post(routes::chat::escalate)))
         .route("/v1/conversations/{id}/csat", guarded_or_customer(s, either, post(routes::chat::rate)))
-        .route("/v1/events", guarded_or_customer(s, either, get(routes::events::events)))
+        // Keys see every conversation's events: keys kept to some accounts cannot stream.
+        .route("/v1/events", guarded_every_account_or_customer(s, either, get(routes::events::events)))
         .route("/v1/chat/conversations", chat_start)
         .route(
             "/v1/conversations/{id}/agent-messages",

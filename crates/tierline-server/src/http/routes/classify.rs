@@ -60,12 +60,16 @@ pub async fn classify(
 
 /// Each ticket's body must say something, and body and subject stay within the text limit.
 fn check_tickets(tickets: &[Ticket], max_tickets: usize, max_chars: usize) -> Result<(), ApiError> {
-    let bodies: Vec<String> = tickets.iter().map(|t| t.body.clone()).collect();
-    validate_texts(&bodies, max_tickets, max_chars).map_err(|err| ApiError {
-        field: err.field.map(|f| f.replace("texts", "tickets").replace(']', "].body")),
-        message: err.message.replace("`texts`", "`tickets`"),
-        ..err
-    })?;
+    let bodies: Vec<&str> = tickets.iter().map(|t| t.body.as_str()).collect();
+    validate_texts(&bodies, max_tickets, max_chars).map_err(ApiError::renamed("texts", "tickets")).map_err(
+        |mut err| {
+            // `tickets[3]` -> `tickets[3].body`: the body is what was checked.
+            if let Some(field) = err.field.as_mut().filter(|f| f.ends_with(']')) {
+                field.push_str(".body");
+            }
+            err
+        },
+    )?;
     for (index, ticket) in tickets.iter().enumerate() {
         let subject = ticket.subject.as_deref().unwrap_or_default();
         if tierline_support::text::char_len(subject) > max_chars {

@@ -110,7 +110,7 @@ pub async fn openai_embeddings(
 }
 
 /// Count, size and emptiness checks shared by every endpoint that takes texts.
-pub fn validate_texts(texts: &[String], max_texts: usize, max_chars: usize) -> Result<(), ApiError> {
+pub fn validate_texts(texts: &[impl AsRef<str>], max_texts: usize, max_chars: usize) -> Result<(), ApiError> {
     if texts.is_empty() {
         return Err(ApiError::invalid("texts", "`texts` must hold at least one text"));
     }
@@ -120,7 +120,7 @@ pub fn validate_texts(texts: &[String], max_texts: usize, max_chars: usize) -> R
             format!("{} texts in one request; the limit is {max_texts}", texts.len()),
         ));
     }
-    for (index, text) in texts.iter().enumerate() {
+    for (index, text) in texts.iter().map(AsRef::as_ref).enumerate() {
         if tierline_support::text::is_blank(text) {
             return Err(ApiError::invalid(format!("texts[{index}]"), "text is empty"));
         }
