@@ -246,5 +246,13 @@ async fn corrections_fix_a_misrouted_phrasing_and_a_bad_feedback_set_is_refused(
     wait_for_version(&server, &held_out, version).await;
     let (ok, log) = tierline(&config_path, &["heads", "list"]);
     assert!(ok && log.contains(&format!("v{}", version + 1)), "{log}");
+
+    // What the servers serve changed twice; the audit log says so, newest first.
+    let entries = store.audit_log(20).await.unwrap();
+    let heads: Vec<(&str, &str)> =
+        entries.iter().filter(|e| e.target == "topic").map(|e| (e.action.as_str(), e.actor.as_str())).collect();
+    assert_eq!(heads, [("head_rolled_back", "cli"), ("head_promoted", "cli")], "{entries:?}");
+    let promoted = entries.iter().find(|e| e.action.as_str() == "head_promoted").unwrap();
+    assert_eq!(promoted.detail["version"], version + 1, "{promoted:?}");
     server.stop().await;
 }

@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tierline::store::{
-    Change, FeedbackFilter, FeedbackKind, NewFeedback, NewMessage, Role, Status, Store, EVENTS_CHANNEL,
+    Change, CreatedPage, FeedbackFilter, FeedbackKind, MessageDetail, NewFeedback, NewMessage, Role, Status, Store,
+    StoredDecision, EVENTS_CHANNEL,
 };
+use tierline::triage::{Decision, Tier};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
 
 /// What every backend must do the same way.
 async fn store_contract(store: Arc<dyn Store>, other_node: Arc<dyn Store>) {
@@ -93,6 +99,56 @@ async fn store_contract(store: Arc<dyn Store>, other_node: Arc<dyn Store>) {
     assert_eq!((key.name.as_str(), key.accounts.as_slice()), ("zendesk", ["acme".to_string()].as_slice()));
     assert!(other_node.revoke_key("key1").await.unwrap());
     assert!(store.key_by_hash("hash1").await.unwrap().is_none());
+
+    // Reports read a window in pages, newest first: every conversation once, ties on the
+    // creation millisecond broken by id, with the first customer message's decision.
+    let since = now_ms();
+    let decided = |tier| StoredDecision {
+        decision: Decision {
+            tier,
+            queue: "billing".into(),
+            confidence: 0.9,
+            reasons: vec![],
+            signals: vec![],
+            language: None,
+            kind: None,
+        },
+        negativity: 0.1,
+        sentiment: None,
+        topic: None,
+    };
+    let mut paged_ids = Vec::new();
+    for i in 0..5 {
+        let page_id = format!("conv_page_{}_{i}", store.kind());
+        store.create_conversation(&page_id, &json!({}), &Default::default(), None).await.unwrap();
+        let detail = (i % 2 == 0).then(|| MessageDetail::Customer(Box::new(decided(Tier::Human))));
+        let ticket =
+            NewMessage { role: Role::Customer, author: None, text: format!("ticket {i}"), detail, embedding: None };
+        let later =
+            NewMessage { role: Role::Customer, author: None, text: "again".into(), detail: None, embedding: None };
+        store.record(&page_id, vec![ticket, later], Change::default()).await.unwrap();
+        paged_ids.push(page_id);
+    }
+    let mut page = Some(CreatedPage { from: since, to: now_ms() + 1, after: None, limit: 2 });
+    let mut walked = Vec::new();
+    while let Some(current) = page {
+        let rows = other_node.first_decisions(&current).await.unwrap();
+        assert!(rows.len() <= 2);
+        page = current.next(&rows, |(row, _)| (row.created_at, row.id.clone()));
+        walked.extend(rows.into_iter().map(|(row, first)| (row.created_at, row.id, first.map(|d| d.decision.tier))));
+    }
+    let mut newest_first = walked.clone();
+    newest_first.sort_by(|a, b| (b.0, &b.1).cmp(&(a.0, &a.1)));
+    assert_eq!(walked, newest_first, "pages come newest first, without repeats");
+    for (i, page_id) in paged_ids.iter().enumerate() {
+        let seen: Vec<_> = walked.iter().filter(|(_, id, _)| id == page_id).collect();
+        assert_eq!(seen.len(), 1, "{page_id} read exactly once: {walked:?}");
+        assert_eq!(seen[0].2, (i % 2 == 0).then_some(Tier::Human), "{page_id}: the ticket's decision");
+    }
+    let plain = store.conversations_created(&CreatedPage { from: since, to: i64::MAX, after: None, limit: 3 }).await;
+    let plain: Vec<String> = plain.unwrap().into_iter().map(|row| row.id).collect();
+    let first_three: Vec<String> = walked.iter().take(3).map(|(_, id, _)| id.clone()).collect();
+    assert_eq!(plain, first_three);
 
     // Unknown conversations are absent, not errors.
     assert!(store.conversation("conv_nope").await.unwrap().is_none());

@@ -49,6 +49,7 @@ async fn without_keys_a_non_loopback_bind_refuses_to_start() {
 async fn scopes_redaction_erasure_and_request_ids() {
     let config = common::config();
     let database = config.support.database.clone();
+    let index_dir = config.kb.index_dir.clone();
     let store = tierline::store::open(&database, 4).await.unwrap();
     let helpdesk = access::create(&*store, "zendesk", &[Scope::Helpdesk]).await.unwrap().key;
     let agent = access::create(&*store, "console", &[Scope::Agent]).await.unwrap().key;
@@ -107,6 +108,11 @@ async fn scopes_redaction_erasure_and_request_ids() {
     server.key = Some(agent.clone());
     let (status, body) = server.post(&format!("/v1/conversations/{id}/resolve"), teach).await;
     assert_eq!(status, 200, "{body}");
+    // The approved answer became an internal article titled by the (redacted) ticket.
+    let article = body["knowledge_base_article"].as_str().unwrap().to_string();
+    let (status, stored) = server.send(Method::GET, &format!("/v1/kb/articles/{article}"), None).await;
+    assert_eq!(status, 200, "{stored}");
+    assert!(stored["title"].as_str().unwrap().contains("charged twice on card [card]"), "{stored}");
 
     // Erasure by e-mail (any case): a receipt, and the customer's text is nowhere in the files.
     server.key = Some(admin.clone());
@@ -114,6 +120,9 @@ async fn scopes_redaction_erasure_and_request_ids() {
     assert_eq!(status, 200, "{receipt}");
     assert_eq!(receipt["conversations"], 1, "{receipt}");
     assert!(receipt["messages"].as_u64().unwrap() >= 2, "{receipt}");
+    assert_eq!(receipt["articles"], 1, "the article made from the ticket goes too: {receipt}");
+    let (status, _) = server.send(Method::GET, &format!("/v1/kb/articles/{article}"), None).await;
+    assert_eq!(status, 404);
     let (status, _) = server.send(Method::GET, &format!("/v1/conversations/{id}"), None).await;
     assert_eq!(status, 404);
     let (_, again) = server.send(Method::DELETE, "/v1/customers/cust-42", None).await;
@@ -135,18 +144,28 @@ async fn scopes_redaction_erasure_and_request_ids() {
     assert_eq!(status, 403, "agents do not read the audit log");
     server.key = Some(admin.clone());
 
+    // Nowhere in the database files (SQLite) nor in the knowledge-base index, any generation.
+    let mut folders = vec![index_dir];
     if !database.to_string_lossy().starts_with("postgres") {
-        let dir = database.parent().unwrap();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        folders.push(database.parent().unwrap().to_path_buf());
+    }
+    let mut scanned = 0;
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            scanned += 1;
             for needle in ["charged twice on card", "Ana.Lopez", "cust-42"] {
-                assert!(
-                    !bytes.windows(needle.len()).any(|w| w == needle.as_bytes()),
-                    "`{needle}` survives in the database files"
-                );
+                let found = bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+                assert!(!found, "`{needle}` survives in {}", path.display());
             }
         }
     }
+    assert!(scanned > 3, "the index and database files were read ({scanned})");
     server.stop().await;
 }
 

@@ -10,7 +10,7 @@ use tierline::inference::head_versions::HeadVersions;
 use tierline::inference::heads::{head_folders, HeadCard};
 use tierline::learn::embed_cache::EmbedCache;
 use tierline::learn::pipeline::{self, FeedbackChoice, RetrainSettings, ServedHead};
-use tierline::store::{FeedbackFilter, FeedbackStatus};
+use tierline::store::{AuditAction, FeedbackFilter, FeedbackStatus};
 
 use super::train::{command_line, recipe_source, start_engine, TrainArgs};
 
@@ -68,15 +68,33 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
     if !report.verdict.promote {
         anyhow::bail!("not promoted: {head} v{number} is worse than the served v{}", report.served_version);
     }
-    match &report.promoted {
-        None => println!("{head} v{number} would be promoted (--no-promote: nothing written)"),
-        Some(dir) => println!(
-            "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
-            dir.display(),
-            config.models.head_poll_secs
-        ),
-    }
+    let Some(dir) = &report.promoted else {
+        println!("{head} v{number} would be promoted (--no-promote: nothing written)");
+        return Ok(());
+    };
+    let detail = serde_json::json!({
+        "version": number,
+        "replaces": report.served_version,
+        "macro_f1": candidate.base_macro_f1,
+        "served_macro_f1": served.base_macro_f1,
+        "feedback_examples": report.feedback_train + report.feedback_held_out,
+    });
+    audit(&config, AuditAction::HeadPromoted, head, detail)?;
+    println!(
+        "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
+        dir.display(),
+        config.models.head_poll_secs
+    );
     Ok(())
+}
+
+/// Records a change of what the servers serve in the audit log (`GET /v1/admin/audit`), as
+/// the command line.
+fn audit(config: &Config, action: AuditAction, head: &str, detail: serde_json::Value) -> anyhow::Result<()> {
+    super::block_on(async {
+        let store = super::open_store(config).await?;
+        store.audit("cli", action, head, &detail).await.context("could not write the audit log")
+    })?
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,7 +128,10 @@ pub fn heads(config: Config, command: HeadsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         HeadsCommand::Rollback { head } => {
-            match versions.rollback(&head)? {
+            let now_served = versions.rollback(&head)?;
+            let detail = serde_json::json!({ "serves": now_served.as_deref().unwrap_or("shipped") });
+            audit(&config, AuditAction::HeadRolledBack, &head, detail)?;
+            match now_served {
                 Some(version) => println!("{head}: serving {version} again"),
                 None => println!("{head}: serving the shipped head again"),
             }

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
-use super::metrics::Window;
-use crate::store::{ConversationRow, MessageRow, Role, Store, StoreResult};
+use super::metrics::{read_newest, Window, REPORT_CONVERSATIONS_MAX};
+use crate::store::{ConversationRow, Store, StoreResult, StoredDecision};
 use crate::triage::{Policy, ReasonCode, SignalKind, Tier};
 
 /// What the outcome says about escalating this conversation.
@@ -43,6 +43,9 @@ pub struct SignalCalibration {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CalibrationReport {
+    /// The window held more than `REPORT_CONVERSATIONS_MAX` conversations: only the newest were
+    /// replayed.
+    pub truncated: bool,
     /// Conversations with a stored first decision.
     pub conversations: usize,
     /// Of those, conversations whose outcome tells whether a person was needed.
@@ -80,8 +83,8 @@ fn verdict(conversation: &ConversationRow, escalated_first: bool) -> Option<Verd
     None
 }
 
-fn replay(conversation: &ConversationRow, messages: &[MessageRow]) -> Option<Replay> {
-    let decision = &messages.iter().find(|m| m.role == Role::Customer)?.decision()?.decision;
+fn replay(conversation: &ConversationRow, first: Option<&StoredDecision>) -> Option<Replay> {
+    let decision = &first?.decision;
     let scores: Vec<(SignalKind, f32)> = decision.signals.iter().map(|s| (s.kind, s.score)).collect();
     let escalated = decision.tier != Tier::Auto;
     let other_reason = escalated && decision.reasons.iter().any(|r| !r.code.is_signal());
@@ -92,19 +95,27 @@ fn current_threshold(policy: &Policy, kind: SignalKind) -> f32 {
     policy.signals.action(kind).threshold
 }
 
-/// Reads the conversations of `window` with their messages and calibrates off the async workers.
+/// Reads the first decisions of the conversations of `window` (the newest
+/// `REPORT_CONVERSATIONS_MAX`) and calibrates off the async workers.
 pub async fn load_and_calibrate(store: &dyn Store, policy: &Policy, window: Window) -> StoreResult<CalibrationReport> {
     let (from, to) = window.range();
-    let conversations = store.conversations_with_messages(from, to).await?;
+    let (replays, truncated) = read_newest(
+        (from, to),
+        REPORT_CONVERSATIONS_MAX,
+        |page| Box::pin(async move { store.first_decisions(&page).await }),
+        |(row, _)| (row.created_at, row.id.clone()),
+        |(row, first)| replay(&row, first.as_ref()),
+    )
+    .await?;
+    let replays: Vec<Replay> = replays.into_iter().flatten().collect();
     let policy = policy.clone();
-    let report = tokio::task::spawn_blocking(move || calibrate(&policy, &conversations))
+    let report = tokio::task::spawn_blocking(move || calibrate(&policy, &replays, truncated))
         .await
         .map_err(|err| anyhow::anyhow!("calibration task failed: {err}"))?;
     Ok(report)
 }
 
-pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<MessageRow>)]) -> CalibrationReport {
-    let replays: Vec<Replay> = conversations.iter().filter_map(|(c, m)| replay(c, m)).collect();
+fn calibrate(policy: &Policy, replays: &[Replay], truncated: bool) -> CalibrationReport {
     let thresholds: Vec<f32> = (6..=19).map(|i| i as f32 / 20.0).collect();
     let mut signals = Vec::new();
     for kind in SignalKind::ALL {
@@ -169,6 +180,7 @@ pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<Message
         });
     }
     CalibrationReport {
+        truncated,
         conversations: replays.len(),
         with_verdict: replays.iter().filter(|r| r.verdict.is_some()).count(),
         signals,
@@ -178,7 +190,7 @@ pub fn calibrate(policy: &Policy, conversations: &[(ConversationRow, Vec<Message
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{MessageDetail, Status, StoredDecision};
+    use crate::store::Status;
     use crate::triage::{Decision, Reason, Signal};
 
     fn conversation(id: &str, resolved_by: Option<&str>, needed: Option<bool>, csat: Option<u8>) -> ConversationRow {
@@ -203,7 +215,7 @@ mod tests {
         }
     }
 
-    fn first_message(billing: f32, tier: Tier) -> Vec<MessageRow> {
+    fn first_message(billing: f32, tier: Tier) -> Option<StoredDecision> {
         let code = if tier == Tier::Auto { ReasonCode::KbAnswer } else { ReasonCode::Billing };
         let decision = Decision {
             tier,
@@ -220,16 +232,7 @@ mod tests {
             language: None,
             kind: None,
         };
-        let stored = StoredDecision { decision, negativity: 0.0, sentiment: None, topic: None };
-        vec![MessageRow {
-            id: 1,
-            role: Role::Customer,
-            author: None,
-            text: "x".into(),
-            created_at: 0,
-            detail: Some(MessageDetail::Customer(Box::new(stored))),
-            embedding: None,
-        }]
+        Some(StoredDecision { decision, negativity: 0.0, sentiment: None, topic: None })
     }
 
     #[test]
@@ -254,7 +257,8 @@ mod tests {
         for i in 0..5 {
             data.push((conversation(&format!("h{i}"), Some("ai"), None, Some(5)), first_message(0.2, Tier::Auto)));
         }
-        let report = calibrate(&policy, &data);
+        let replays: Vec<Replay> = data.iter().filter_map(|(c, first)| replay(c, first.as_ref())).collect();
+        let report = calibrate(&policy, &replays, false);
         assert_eq!((report.conversations, report.with_verdict), (15, 15));
         let billing = report.signals.iter().find(|s| s.signal == SignalKind::Billing).unwrap();
         let current = billing.rows.iter().find(|r| r.current).unwrap();

@@ -1,10 +1,15 @@
 //! Erasure of one customer (GDPR article 17) and the retention sweep: conversations, their
-//! messages and feedback, and the examples spike alerts quote from them.
+//! messages and feedback, and the examples spike alerts quote from them; an erasure also removes
+//! the internal articles made from the customer's tickets (titled by them).
+
+use std::sync::Arc;
 
 use serde::Serialize;
 
+use super::resolution::approved_article_id;
 use super::{Support, SupportError};
 use crate::clock::now_ms;
+use crate::kb::KnowledgeBase;
 use crate::store::Erased;
 
 /// What an erasure removed: the receipt returned to the caller.
@@ -15,8 +20,10 @@ pub struct ErasureReceipt {
     pub conversations: usize,
     pub messages: usize,
     pub feedback: usize,
-    /// Examples removed from spike alerts.
+    /// Examples removed from spike alerts (stored, and held in memory by this node's detector).
     pub alert_examples: usize,
+    /// Knowledge-base articles made from an approved answer to one of the customer's tickets.
+    pub articles: usize,
     pub erased_at: i64,
 }
 
@@ -24,15 +31,28 @@ pub struct ErasureReceipt {
 const RETENTION_BATCH: usize = 500;
 
 impl Support {
-    /// Erases every conversation whose customer details carry this id or e-mail.
-    pub async fn erase_customer(&self, customer: &str) -> Result<ErasureReceipt, SupportError> {
+    /// Erases every conversation whose customer details carry this id or e-mail, and the
+    /// approved-answer articles made from them in `kb`.
+    pub async fn erase_customer(
+        &self,
+        kb: Option<&Arc<KnowledgeBase>>,
+        customer: &str,
+    ) -> Result<ErasureReceipt, SupportError> {
         let ids = self.store.customer_conversations(customer).await?;
-        let (erased, alert_examples) = self.erase(&ids).await?;
+        // Articles first: an article that failed to go is reported while its source still exists.
+        let articles = match kb {
+            Some(kb) => remove_approved_articles(kb.clone(), &ids).await?,
+            None => 0,
+        };
+        let (erased, stored_examples) = self.erase(&ids).await?;
+        let alert_examples = stored_examples + self.alerting.forget(&ids).await;
         tracing::info!(
             audit = "erasure",
             conversations = erased.conversations,
             messages = erased.messages,
             feedback = erased.feedback,
+            articles,
+            alert_examples,
             "customer erased"
         );
         Ok(ErasureReceipt {
@@ -41,6 +61,7 @@ impl Support {
             messages: erased.messages,
             feedback: erased.feedback,
             alert_examples,
+            articles,
             erased_at: now_ms(),
         })
     }
@@ -86,4 +107,14 @@ impl Support {
         }
         Ok(removed)
     }
+}
+
+/// Removes the approved-answer articles of these conversations (one rebuild); how many there were.
+async fn remove_approved_articles(kb: Arc<KnowledgeBase>, conversation_ids: &[String]) -> Result<usize, SupportError> {
+    let ids: Vec<String> = conversation_ids.iter().map(|id| approved_article_id(id)).collect();
+    let removed = tokio::task::spawn_blocking(move || kb.purge(&ids))
+        .await
+        .map_err(|err| anyhow::anyhow!("article removal task failed: {err}"))?
+        .map_err(|err| anyhow::anyhow!("could not remove the customer's approved-answer articles: {err:#}"))?;
+    Ok(removed)
 }

@@ -123,6 +123,11 @@ fn topic_feedback(messages: &[MessageRow], by: ResolvedBy, outcome: &ResolutionO
     Some(NewFeedback { head: "topic".into(), text: ticket.text.clone(), label, predicted, kind })
 }
 
+/// The id of the article made from a conversation's approved answer (erasure finds it by this).
+pub(crate) fn approved_article_id(conversation_id: &str) -> String {
+    format!("approved-{}", conversation_id.trim_start_matches("conv_"))
+}
+
 /// An agent's approved answer as an internal knowledge-base article (agents see it at once; a
 /// person publishes it to customers by setting `audience` to `public`). Titled by the ticket.
 fn approved_article(conversation_id: &str, messages: &[MessageRow], answer: &str) -> Option<Article> {
@@ -133,7 +138,7 @@ fn approved_article(conversation_id: &str, messages: &[MessageRow], answer: &str
     }
     let topic = ticket.decision().and_then(|d| d.topic.as_deref());
     Some(Article {
-        id: format!("approved-{}", conversation_id.trim_start_matches("conv_")),
+        id: approved_article_id(conversation_id),
         title,
         url: None,
         tags: std::iter::once("approved-answer").chain(topic).map(String::from).collect(),

@@ -4,7 +4,7 @@
 //! restarts), logged, and POSTed to an optional webhook with retries. After a restart the
 //! detector is rebuilt from the stored tickets of its horizon.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
@@ -144,6 +144,7 @@ impl Alerting {
             seen += fresh.len();
             // Stored in the detector's order, under the watch lock.
             for change in observe_all(&watch.detector, fresh).await? {
+                let change = self.without_erased(watch, change).await?;
                 self.store.save_alert(change.alert()).await?;
                 if let (true, AlertChange::Raised(alert)) = (announce, change) {
                     tracing::warn!(
@@ -182,12 +183,42 @@ impl Alerting {
     async fn tick_locked(&self, watch: &Watch, log: bool) -> StoreResult<()> {
         let changes = watch.detector.lock_unpoisoned().tick(now_ms());
         for change in changes {
+            let change = self.without_erased(watch, change).await?;
             self.store.save_alert(change.alert()).await?;
             if let (true, AlertChange::Cleared(alert)) = (log, &change) {
                 tracing::info!(alert = %alert.id, count = alert.count, "anomaly alert cleared");
             }
         }
         Ok(())
+    }
+
+    /// Forgets the text of these conversations' tickets (an erasure on this node); how many
+    /// entries went.
+    pub async fn forget(&self, conversation_ids: &[String]) -> usize {
+        let ids: HashSet<&str> = conversation_ids.iter().map(String::as_str).collect();
+        let watch = self.state.lock().await;
+        let removed = watch.detector.lock_unpoisoned().forget(&ids);
+        removed
+    }
+
+    /// The change without examples whose conversation is gone (erased, perhaps through another
+    /// node, since the detector read it), which the detector then forgets: an alert never writes
+    /// erased text back.
+    async fn without_erased(&self, watch: &Watch, mut change: AlertChange) -> StoreResult<AlertChange> {
+        let (AlertChange::Raised(alert) | AlertChange::Updated(alert) | AlertChange::Cleared(alert)) = &mut change;
+        let mut gone = Vec::new();
+        for example in &alert.examples {
+            if self.store.conversation(&example.ticket_id).await?.is_none() {
+                gone.push(example.ticket_id.clone());
+            }
+        }
+        if gone.is_empty() {
+            return Ok(change);
+        }
+        alert.examples.retain(|example| !gone.contains(&example.ticket_id));
+        let ids: HashSet<&str> = gone.iter().map(String::as_str).collect();
+        watch.detector.lock_unpoisoned().forget(&ids);
+        Ok(change)
     }
 
     fn send(&self, alert: Alert) {

@@ -5,7 +5,7 @@
 //! roughly time order and persists or broadcasts the changes.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use tierline_infer::kernels::dot;
 
 use anyhow::bail;
@@ -384,6 +384,24 @@ impl Detector {
 
     pub fn cluster_count(&self) -> usize {
         self.clusters.len()
+    }
+
+    /// Forgets the text of these tickets (an erased customer's conversations): their recent
+    /// entries and their examples in alerts. Counts and centroids keep them, as numbers. Returns
+    /// how many entries went.
+    pub fn forget(&mut self, ticket_ids: &HashSet<&str>) -> usize {
+        let mut removed = 0;
+        for cluster in &mut self.clusters {
+            let before = cluster.recent.len();
+            cluster.recent.retain(|ticket| !ticket_ids.contains(ticket.ticket_id.as_str()));
+            removed += before - cluster.recent.len();
+        }
+        for alert in &mut self.alerts {
+            let before = alert.examples.len();
+            alert.examples.retain(|example| !ticket_ids.contains(example.ticket_id.as_str()));
+            removed += before - alert.examples.len();
+        }
+        removed
     }
 
     fn count_document(&mut self, terms: BTreeSet<String>) {
@@ -867,6 +885,15 @@ mod tests {
         let latest = &detector.alerts()[0];
         assert!(outcome.spike_clusters.contains(&latest.cluster));
         assert!(latest.peak_count >= alert.count);
+
+        // An erasure forgets the quoted tickets; the next examples come from the rest.
+        let mut detector = detector;
+        let erased: HashSet<&str> = latest.examples.iter().map(|example| example.ticket_id.as_str()).collect();
+        assert!(detector.forget(&erased) >= erased.len());
+        assert!(detector.alerts().iter().flat_map(|a| &a.examples).all(|e| !erased.contains(e.ticket_id.as_str())));
+        let cluster = detector.clusters.iter().find(|c| c.id == latest.cluster).unwrap();
+        let examples = cluster.examples(i64::MIN, config.examples);
+        assert!(!examples.is_empty() && examples.iter().all(|e| !erased.contains(e.ticket_id.as_str())));
     }
 
     #[test]

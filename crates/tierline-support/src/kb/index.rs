@@ -193,6 +193,15 @@ pub fn build(
     KbIndex::open(root)
 }
 
+/// Removes every generation but the current one, the one before it included: after an erasure no
+/// folder may keep the removed articles. A search still running on the previous generation keeps
+/// its open files (they are unlinked, not truncated).
+pub fn remove_previous_generations(root: &Path) -> anyhow::Result<()> {
+    let current = std::fs::read_to_string(root.join(POINTER))?;
+    remove_old_generations(root, current.trim(), None);
+    Ok(())
+}
+
 /// Keeps the current generation and the one before it (a reader may still hold it).
 fn remove_old_generations(root: &Path, current: &str, previous: Option<&PathBuf>) {
     let Ok(entries) = std::fs::read_dir(root) else { return };

@@ -217,14 +217,30 @@ impl KnowledgeBase {
 
     /// Removes an article; `false` when there was none with that id.
     pub fn remove(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self.remove_all(&[id.to_string()])? == 1)
+    }
+
+    /// Removes articles for good (an erasure): as `remove_all`, and no earlier generation of the
+    /// index is kept on disk.
+    pub fn purge(&self, ids: &[String]) -> anyhow::Result<usize> {
+        let removed = self.remove_all(ids)?;
+        if removed > 0 {
+            index::remove_previous_generations(&self.root)?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the articles with these ids that exist, with one rebuild; how many.
+    pub fn remove_all(&self, ids: &[String]) -> anyhow::Result<usize> {
         let _guard = self.updating.lock_unpoisoned();
         let current = self.current();
-        if current.article(id).is_none() {
-            return Ok(false);
+        let present: Vec<&String> = ids.iter().filter(|id| current.article(id).is_some()).collect();
+        if present.is_empty() {
+            return Ok(0);
         }
-        let articles: Vec<Article> = current.articles().iter().filter(|a| a.id != id).cloned().collect();
-        self.apply_edit(|edits| edits.delete(id), &articles)?;
-        Ok(true)
+        let articles: Vec<Article> = current.articles().iter().filter(|a| !present.contains(&&a.id)).cloned().collect();
+        self.apply_edit(|edits| present.iter().for_each(|id| edits.delete(id)), &articles)?;
+        Ok(present.len())
     }
 
     fn apply_edit(&self, edit: impl FnOnce(&mut Edits), articles: &[Article]) -> anyhow::Result<()> {

@@ -133,15 +133,12 @@ pub trait Store: Send + Sync + 'static {
     /// Ids of conversations still with the AI that started before `started_before` (ms).
     async fn overdue(&self, started_before: i64, limit: usize) -> StoreResult<Vec<String>>;
 
-    /// Conversations created in `[from, to)` (ms), oldest first.
-    async fn conversations_created(&self, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>>;
+    /// One page of the conversations created in a window, newest first.
+    async fn conversations_created(&self, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>>;
 
-    /// Conversations created in `[from, to)` with their messages (no embeddings), oldest first.
-    async fn conversations_with_messages(
-        &self,
-        from: i64,
-        to: i64,
-    ) -> StoreResult<Vec<(ConversationRow, Vec<MessageRow>)>>;
+    /// The same page, each conversation with the decision stored on its first customer message
+    /// (one query, whatever the page size).
+    async fn first_decisions(&self, page: &CreatedPage) -> StoreResult<Vec<(ConversationRow, Option<StoredDecision>)>>;
 
     /// Conversations of identified accounts created since `since` (ms), optionally of one
     /// account, with the negativity of each customer message.

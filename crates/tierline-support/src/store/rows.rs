@@ -241,6 +241,36 @@ impl NewMessage {
     }
 }
 
+/// One page of the conversations created in `[from, to)` (ms), newest first: reports read a
+/// window page by page, so neither a long window nor a busy one is held in memory at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedPage {
+    pub from: i64,
+    pub to: i64,
+    /// The last conversation of the previous page (creation time and id); the page starts after it.
+    pub after: Option<(i64, String)>,
+    pub limit: usize,
+}
+
+impl CreatedPage {
+    /// The exclusive upper bound on `created_at` and the id a row created exactly at the cursor's
+    /// time must sort below, so the query stays a range scan on `created_at`.
+    pub fn bounds(&self) -> (i64, i64, &str) {
+        match &self.after {
+            None => (self.to, i64::MIN, ""),
+            Some((created_at, id)) => ((*created_at + 1).min(self.to), *created_at, id.as_str()),
+        }
+    }
+
+    /// The page after this one, or `None` when `rows` (this page's result) was the last.
+    pub fn next<T>(&self, rows: &[T], key: impl Fn(&T) -> (i64, String)) -> Option<CreatedPage> {
+        if rows.len() < self.limit {
+            return None;
+        }
+        Some(CreatedPage { after: rows.last().map(key), ..self.clone() })
+    }
+}
+
 /// How many conversations wait in one queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaitingCount {
@@ -447,11 +477,12 @@ pub enum AuditAction {
     ArticleReplaced,
     ArticleRemoved,
     HeadPromoted,
+    HeadRolledBack,
     CustomerErased,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::KeyCreated,
         AuditAction::KeyRevoked,
         AuditAction::PolicyReloaded,
@@ -459,6 +490,7 @@ impl AuditAction {
         AuditAction::ArticleReplaced,
         AuditAction::ArticleRemoved,
         AuditAction::HeadPromoted,
+        AuditAction::HeadRolledBack,
         AuditAction::CustomerErased,
     ];
 
@@ -471,6 +503,7 @@ impl AuditAction {
             AuditAction::ArticleReplaced => "article_replaced",
             AuditAction::ArticleRemoved => "article_removed",
             AuditAction::HeadPromoted => "head_promoted",
+            AuditAction::HeadRolledBack => "head_rolled_back",
             AuditAction::CustomerErased => "customer_erased",
         }
     }
@@ -502,5 +535,15 @@ pub fn stored_negativity(message_id: i64, detail: Option<&str>) -> Result<Option
         Ok(MessageDetail::Customer(decision)) => Ok(Some(decision.negativity)),
         Ok(_) => Ok(None),
         Err(reason) => Err(super::StoreError::Corrupt { table: "messages", id: message_id.to_string(), reason }),
+    }
+}
+
+/// A customer message's stored decision, or why it is corrupt.
+pub fn stored_decision(message_id: i64, json: &str) -> Result<StoredDecision, super::StoreError> {
+    let corrupt = |reason: String| super::StoreError::Corrupt { table: "messages", id: message_id.to_string(), reason };
+    match MessageDetail::parse(Role::Customer, json) {
+        Ok(MessageDetail::Customer(decision)) => Ok(*decision),
+        Ok(_) => Err(corrupt("a customer message carries another role's detail".into())),
+        Err(reason) => Err(corrupt(reason)),
     }
 }

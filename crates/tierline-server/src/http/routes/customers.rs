@@ -14,8 +14,8 @@ use crate::http::state::AppState;
 pub const MAX_CUSTOMER_ID_CHARS: usize = 320;
 
 /// Erases every conversation of this customer (matched by the `id` or `email` given in
-/// `customer` when the conversation was opened): messages, feedback and the examples spike
-/// alerts quote. Answers a receipt with what was removed; erasing an unknown customer removes
+/// `customer` when the conversation was opened): messages, feedback, the examples spike alerts
+/// quote and the internal articles made from approved answers to them. Answers a receipt with what was removed; erasing an unknown customer removes
 /// nothing and says so.
 #[utoipa::path(
     delete,
@@ -33,8 +33,12 @@ pub async fn erase(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ErasureReceipt>, ApiError> {
     super::check_name("id", &id, MAX_CUSTOMER_ID_CHARS)?;
-    let receipt = state.support().erase_customer(&id).await?;
-    let detail = serde_json::json!({ "conversations": receipt.conversations, "messages": receipt.messages });
+    let receipt = state.support().erase_customer(state.kb(), &id).await?;
+    let detail = serde_json::json!({
+        "conversations": receipt.conversations,
+        "messages": receipt.messages,
+        "articles": receipt.articles,
+    });
     // The log must not keep what was erased: it names the customer by a hash an auditor can
     // check against a claimed id, never by the id itself.
     let target = format!("sha256:{}", tierline_support::access::hash(&id.to_lowercase()));

@@ -257,11 +257,41 @@ pub async fn overdue(client: &impl GenericClient, started_before: i64, limit: us
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-pub async fn created(client: &impl GenericClient, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>> {
+/// The window filter and order of a `CreatedPage`, over `conversations c`.
+const PAGE_FILTER: &str = "c.created_at >= $1 AND c.created_at < $2 AND NOT (c.created_at = $3 AND c.id >= $4)
+     ORDER BY c.created_at DESC, c.id DESC LIMIT $5";
+
+fn prefixed_columns() -> String {
+    COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect::<Vec<_>>().join(", ")
+}
+
+pub async fn created(client: &impl GenericClient, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
+    let (to, tie_at, tie_id) = page.bounds();
+    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", prefixed_columns());
+    query_conversations(client, &sql, &[&page.from, &to, &tie_at, &tie_id, &(page.limit as i64)]).await
+}
+
+pub async fn first_decisions(
+    client: &impl GenericClient,
+    page: &CreatedPage,
+) -> StoreResult<Vec<(ConversationRow, Option<StoredDecision>)>> {
+    let (to, tie_at, tie_id) = page.bounds();
     let sql = format!(
-        "SELECT {COLUMNS} FROM conversations WHERE created_at >= $1 AND created_at < $2 ORDER BY created_at, id"
+        "SELECT {}, m.id, m.decision FROM conversations c
+         LEFT JOIN messages m ON m.conversation_id = c.id AND m.first_of_conversation
+         WHERE {PAGE_FILTER}",
+        prefixed_columns()
     );
-    query_conversations(client, &sql, &[&from, &to]).await
+    let rows = client.query(&sql, &[&page.from, &to, &tie_at, &tie_id, &(page.limit as i64)]).await?;
+    let mut page_rows = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let decision = match (row.get::<_, Option<i64>>(17), row.get::<_, Option<String>>(18)) {
+            (Some(id), Some(json)) => Some(stored_decision(id, &json)?),
+            _ => None,
+        };
+        page_rows.push((parse(row)?, decision));
+    }
+    Ok(page_rows)
 }
 
 pub async fn of_accounts(
@@ -269,12 +299,11 @@ pub async fn of_accounts(
     since: i64,
     account: Option<&str>,
 ) -> StoreResult<Vec<AccountConversation>> {
-    let columns: Vec<String> = COLUMNS.split(", ").map(|c| format!("c.{}", c.trim())).collect();
     let sql = format!(
         "SELECT {}, c.account_id FROM conversations c
          WHERE c.account_id IS NOT NULL AND ($2::TEXT IS NULL OR c.account_id = $2) AND c.created_at >= $1
          ORDER BY c.created_at",
-        columns.join(", ")
+        prefixed_columns()
     );
     let rows = client.query(&sql, &[&since, &account]).await?;
     let mut conversations = Vec::with_capacity(rows.len());

@@ -208,22 +208,12 @@ impl Store for PgStore {
         conversations::overdue(&self.client().await?, started_before, limit).await
     }
 
-    async fn conversations_created(&self, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>> {
-        conversations::created(&self.client().await?, from, to).await
+    async fn conversations_created(&self, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
+        conversations::created(&self.client().await?, page).await
     }
 
-    async fn conversations_with_messages(
-        &self,
-        from: i64,
-        to: i64,
-    ) -> StoreResult<Vec<(ConversationRow, Vec<MessageRow>)>> {
-        let client = self.client().await?;
-        let mut out = Vec::new();
-        for row in conversations::created(&client, from, to).await? {
-            let messages = conversations::messages(&client, &row.id, false).await?;
-            out.push((row, messages));
-        }
-        Ok(out)
+    async fn first_decisions(&self, page: &CreatedPage) -> StoreResult<Vec<(ConversationRow, Option<StoredDecision>)>> {
+        conversations::first_decisions(&self.client().await?, page).await
     }
 
     async fn account_conversations(&self, since: i64, account: Option<&str>) -> StoreResult<Vec<AccountConversation>> {

@@ -285,11 +285,46 @@ pub fn overdue(db: &Connection, started_before: i64, limit: usize) -> StoreResul
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-pub fn created(db: &Connection, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>> {
+/// The window filter and order of a `CreatedPage`, over `conversations c`.
+const PAGE_FILTER: &str = "c.created_at >= ?1 AND c.created_at < ?2 AND NOT (c.created_at = ?3 AND c.id >= ?4)
+     ORDER BY c.created_at DESC, c.id DESC LIMIT ?5";
+
+fn prefixed_columns() -> String {
+    COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect::<Vec<_>>().join(", ")
+}
+
+pub fn created(db: &Connection, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
+    let (to, tie_at, tie_id) = page.bounds();
+    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", prefixed_columns());
+    query_conversations(db, &sql, params![page.from, to, tie_at, tie_id, page.limit as i64])
+}
+
+pub fn first_decisions(
+    db: &Connection,
+    page: &CreatedPage,
+) -> StoreResult<Vec<(ConversationRow, Option<StoredDecision>)>> {
+    let (to, tie_at, tie_id) = page.bounds();
     let sql = format!(
-        "SELECT {COLUMNS} FROM conversations WHERE created_at >= ?1 AND created_at < ?2 ORDER BY created_at, id"
+        "SELECT {}, m.id, m.decision FROM conversations c
+         LEFT JOIN messages m ON m.conversation_id = c.id AND m.first_of_conversation = 1
+         WHERE {PAGE_FILTER}",
+        prefixed_columns()
     );
-    query_conversations(db, &sql, params![from, to])
+    let mut statement = db.prepare_cached(&sql)?;
+    let rows = statement
+        .query_map(params![page.from, to, tie_at, tie_id, page.limit as i64], |row| {
+            Ok((raw(row)?, row.get::<_, Option<i64>>(17)?, row.get::<_, Option<String>>(18)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(conversation, message_id, decision)| {
+            let decision = match (message_id, decision) {
+                (Some(id), Some(json)) => Some(stored_decision(id, &json)?),
+                _ => None,
+            };
+            Ok((conversation.parse()?, decision))
+        })
+        .collect()
 }
 
 /// Conversations of identified accounts (one account, or all) with the negativity of each
@@ -300,10 +335,9 @@ pub fn of_accounts(db: &Connection, since: i64, account: Option<&str>) -> StoreR
         Some(id) => ("c.account_id = ?2", id),
         None => ("c.account_id IS NOT NULL AND ?2 = ''", ""),
     };
-    let columns: Vec<String> = COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect();
     let sql = format!(
         "SELECT {}, c.account_id FROM conversations c WHERE {filter} AND c.created_at >= ?1 ORDER BY c.created_at",
-        columns.join(", ")
+        prefixed_columns()
     );
     let mut statement = db.prepare_cached(&sql)?;
     let rows = statement

@@ -199,25 +199,14 @@ impl Store for SqliteStore {
         self.read(move |db| conversations::overdue(db, started_before, limit)).await
     }
 
-    async fn conversations_created(&self, from: i64, to: i64) -> StoreResult<Vec<ConversationRow>> {
-        self.read(move |db| conversations::created(db, from, to)).await
+    async fn conversations_created(&self, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
+        let page = page.clone();
+        self.read(move |db| conversations::created(db, &page)).await
     }
 
-    async fn conversations_with_messages(
-        &self,
-        from: i64,
-        to: i64,
-    ) -> StoreResult<Vec<(ConversationRow, Vec<MessageRow>)>> {
-        self.read(move |db| {
-            conversations::created(db, from, to)?
-                .into_iter()
-                .map(|row| {
-                    let messages = conversations::messages(db, &row.id, false)?;
-                    Ok((row, messages))
-                })
-                .collect()
-        })
-        .await
+    async fn first_decisions(&self, page: &CreatedPage) -> StoreResult<Vec<(ConversationRow, Option<StoredDecision>)>> {
+        let page = page.clone();
+        self.read(move |db| conversations::first_decisions(db, &page)).await
     }
 
     async fn account_conversations(&self, since: i64, account: Option<&str>) -> StoreResult<Vec<AccountConversation>> {
