@@ -13,6 +13,9 @@ pub enum BenchCommand {
     /// Whole conversations over HTTP against running servers (one node, or several sharing a
     /// PostgreSQL database): turns per second and turn latency.
     Turns(super::bench_turns::TurnsArgs),
+    /// A running server offered a multiple of its measured capacity (open-loop arrivals):
+    /// answered texts per second, 429 latency, accepted latency and the server's peak memory.
+    Overload(super::bench_overload::OverloadArgs),
 }
 
 #[derive(Debug, Args)]
@@ -98,6 +101,7 @@ pub fn run(config: Config, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Encoder(args) => bench_encoder(config, args),
         BenchCommand::Turns(args) => super::bench_turns::run(args),
+        BenchCommand::Overload(args) => super::bench_overload::run(args),
     }
 }
 

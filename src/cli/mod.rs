@@ -2,6 +2,7 @@
 
 mod answerability;
 mod bench;
+mod bench_overload;
 mod bench_turns;
 mod classify;
 mod demo;

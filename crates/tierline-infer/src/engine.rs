@@ -22,7 +22,8 @@ use super::heads::{HeadInput, HeadSet};
 pub struct BatchLimits {
     /// Texts admitted (queued or running) before `Overloaded`.
     pub max_queued_texts: usize,
-    /// Admitted work, at the measured throughput, before `Overloaded`.
+    /// Admitted work (tokens at the measured tokens per second) before `Overloaded`: a request
+    /// admitted behind it is answered within about this long.
     pub max_queue_time: Duration,
     /// Padded cost of one batch: texts x longest text, in tokens.
     pub max_batch_tokens: usize,
@@ -177,11 +178,19 @@ struct Job {
     text: TokenizedText,
 }
 
+/// Work admitted and not finished (queued or running).
+#[derive(Debug, Default)]
+struct Queued {
+    texts: usize,
+    /// The cost admission weighs: a long ticket costs many short messages.
+    tokens: usize,
+}
+
 struct Shared {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
-    admitted: AtomicUsize,
-    /// Recent throughput in texts per second (f64 bits), for Retry-After estimates.
-    texts_per_second: AtomicU64,
+    queued: Mutex<Queued>,
+    /// Recent throughput in tokens per second (f64 bits): what admission and Retry-After use.
+    tokens_per_second: AtomicU64,
     limits: BatchLimits,
     info: EncoderInfo,
     tokenizer: Tokenizer,
@@ -192,9 +201,41 @@ struct Shared {
 }
 
 impl Shared {
-    fn release(&self, texts: usize) {
-        let before = self.admitted.fetch_sub(texts, Ordering::AcqRel);
-        self.metrics.queued_texts.set((before - texts) as i64);
+    fn release(&self, texts: usize, tokens: usize) {
+        let mut queued = self.queued.lock_unpoisoned();
+        queued.texts -= texts;
+        queued.tokens -= tokens;
+        self.metrics.queued_texts.set(queued.texts as i64);
+    }
+
+    fn queued_texts(&self) -> usize {
+        self.queued.lock_unpoisoned().texts
+    }
+
+    fn tokens_per_second(&self) -> f64 {
+        f64::from_bits(self.tokens_per_second.load(Ordering::Relaxed)).max(1.0)
+    }
+
+    /// Refuses `texts` more (of `tokens`, when known) if they would pass the count limit, or if
+    /// the admitted work would take longer than the time budget; otherwise admits them when
+    /// `admit`. An idle engine takes any request.
+    fn check(&self, texts: usize, tokens: usize, admit: bool) -> Result<(), EngineError> {
+        let limit = self.limits.max_queued_texts;
+        let budget = self.limits.max_queue_time.as_secs_f64();
+        let rate = self.tokens_per_second();
+        let mut queued = self.queued.lock_unpoisoned();
+        let over_budget = queued.tokens > 0 && (queued.tokens + tokens) as f64 / rate > budget;
+        if queued.texts + texts > limit || over_budget {
+            self.metrics.overloaded_total.inc();
+            let retry_after_secs = ((queued.tokens as f64 / rate).ceil() as u64).clamp(1, 60);
+            return Err(EngineError::Overloaded { queued: queued.texts, limit, retry_after_secs });
+        }
+        if admit {
+            queued.texts += texts;
+            queued.tokens += tokens;
+            self.metrics.queued_texts.set(queued.texts as i64);
+        }
+        Ok(())
     }
 }
 
@@ -209,12 +250,13 @@ pub struct Engine {
 struct Admission<'a> {
     shared: &'a Shared,
     texts: usize,
+    tokens: usize,
 }
 
 impl Drop for Admission<'_> {
     fn drop(&mut self) {
         if self.texts > 0 {
-            self.shared.release(self.texts);
+            self.shared.release(self.texts, self.tokens);
         }
     }
 }
@@ -229,8 +271,9 @@ impl Engine {
         let (sender, receiver) = mpsc::channel();
         let shared = Arc::new(Shared {
             sender: Mutex::new(Some(sender)),
-            admitted: AtomicUsize::new(0),
-            texts_per_second: AtomicU64::new(100f64.to_bits()),
+            queued: Mutex::new(Queued::default()),
+            // Until the first batch says otherwise: about a hundred short texts a second.
+            tokens_per_second: AtomicU64::new(4_000f64.to_bits()),
             limits,
             info: encoder.info().clone(),
             tokenizer: encoder.tokenizer().clone(),
@@ -285,7 +328,7 @@ impl Engine {
 
     /// Texts admitted and not finished.
     pub fn queued_texts(&self) -> usize {
-        self.shared.admitted.load(Ordering::Acquire)
+        self.shared.queued_texts()
     }
 
     /// Embeds `texts` without blocking the async runtime: tokenization runs on the blocking
@@ -303,11 +346,13 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut admission = self.admit(texts.len())?;
+        // A queue already past its budget refuses before any tokenizing.
+        self.shared.check(texts.len(), 0, false)?;
         let shared = self.shared.clone();
         let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
             .await
             .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
+        let mut admission = self.admit(&tokenized)?;
         let receiver = self.submit(tokenized, &mut admission, wants)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
@@ -340,37 +385,17 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        let mut admission = self.admit(texts.len())?;
+        self.shared.check(texts.len(), 0, false)?;
         let tokenized = tokenize_all(&self.shared, texts)?;
+        let mut admission = self.admit(&tokenized)?;
         let receiver = self.submit(tokenized, &mut admission, wants)?;
         receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
     }
 
-    fn admit(&self, texts: usize) -> Result<Admission<'_>, EngineError> {
-        let limit = self.shared.limits.max_queued_texts;
-        let budget = self.shared.limits.max_queue_time.as_secs_f64();
-        let mut current = self.shared.admitted.load(Ordering::Acquire);
-        loop {
-            let rate = f64::from_bits(self.shared.texts_per_second.load(Ordering::Relaxed)).max(1.0);
-            // An idle engine takes any request; a busy one only what it finishes within budget.
-            let over_budget = current > 0 && (current + texts) as f64 / rate > budget;
-            if current + texts > limit || over_budget {
-                self.shared.metrics.overloaded_total.inc();
-                let retry_after_secs = ((current as f64 / rate).ceil() as u64).clamp(1, 60);
-                return Err(EngineError::Overloaded { queued: current, limit, retry_after_secs });
-            }
-            match self.shared.admitted.compare_exchange_weak(
-                current,
-                current + texts,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
-        self.shared.metrics.queued_texts.set((current + texts) as i64);
-        Ok(Admission { shared: &self.shared, texts })
+    fn admit(&self, tokenized: &[TokenizedText]) -> Result<Admission<'_>, EngineError> {
+        let tokens = tokenized.iter().map(|text| text.ids.len()).sum();
+        self.shared.check(tokenized.len(), tokens, true)?;
+        Ok(Admission { shared: &self.shared, texts: tokenized.len(), tokens })
     }
 
     fn submit(
@@ -390,9 +415,11 @@ impl Engine {
         let guard = self.shared.sender.lock_unpoisoned();
         let sender = guard.as_ref().ok_or(EngineError::Stopped)?;
         for (index, text) in tokenized.into_iter().enumerate() {
+            let cost = text.ids.len();
             sender.send(Job { request: request.clone(), index, text }).map_err(|_| EngineError::Stopped)?;
             // From here on the worker releases this text's admission.
             admission.texts -= 1;
+            admission.tokens -= cost;
         }
         Ok(rx)
     }
@@ -419,11 +446,15 @@ fn tokenize_all(shared: &Shared, texts: &[String]) -> Result<Vec<TokenizedText>,
 
 fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Shared>) {
     let limits = shared.limits.clone();
+    // Oldest first. Texts left over from a round stay here and go first in the next one.
     let mut pending: Vec<Job> = Vec::new();
     loop {
-        match receiver.recv() {
-            Ok(job) => pending.push(job),
-            Err(_) => break,
+        if pending.is_empty() {
+            match receiver.recv() {
+                Ok(job) => pending.push(job),
+                // Stopped, and everything admitted has run.
+                Err(_) => break,
+            }
         }
         let deadline = Instant::now() + limits.max_wait;
         loop {
@@ -435,7 +466,7 @@ fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Share
             }
             // Only wait when more texts are admitted than queued: they are being tokenized and
             // will arrive within microseconds. An idle engine runs a lone text at once.
-            if shared.admitted.load(Ordering::Acquire) <= pending.len() {
+            if shared.queued_texts() <= pending.len() {
                 break;
             }
             let now = Instant::now();
@@ -447,17 +478,20 @@ fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Share
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
             }
         }
-        let before = pending.len();
-        pending.retain(|job| !job.request.is_abandoned());
-        let dropped = before - pending.len();
+        let (abandoned, live): (Vec<Job>, Vec<Job>) =
+            std::mem::take(&mut pending).into_iter().partition(|job| job.request.is_abandoned());
+        pending = live;
+        let dropped = abandoned.len();
         if dropped > 0 {
             shared.metrics.cancelled_total.inc_by(dropped as u64);
-            shared.release(dropped);
+            shared.release(dropped, abandoned.iter().map(|job| job.text.ids.len()).sum());
             tracing::debug!(dropped, "dropped texts whose caller went away");
         }
-        for batch in form_batches(std::mem::take(&mut pending), &limits) {
-            run_batch(&encoder, &shared, batch);
+        if pending.is_empty() {
+            continue;
         }
+        let batch = oldest_batch(&mut pending, &limits);
+        run_batch(&encoder, &shared, batch);
     }
     tracing::info!("inference worker stopped");
 }
@@ -467,24 +501,24 @@ fn is_full(pending: &[Job], limits: &BatchLimits) -> bool {
     pending.len() >= limits.max_batch_texts || pending.len() * longest >= limits.max_batch_tokens
 }
 
-/// Sorts by length so each batch holds texts of similar length (less padding on padded
-/// backends, balanced attention work on the packed one), then cuts at the budgets.
-fn form_batches(mut jobs: Vec<Job>, limits: &BatchLimits) -> Vec<Vec<Job>> {
-    jobs.sort_by_key(|job| job.text.ids.len());
-    let mut batches = Vec::new();
-    let mut current: Vec<Job> = Vec::new();
-    for job in jobs {
-        let longest = job.text.ids.len();
-        let count = current.len() + 1;
-        if !current.is_empty() && (count > limits.max_batch_texts || count * longest > limits.max_batch_tokens) {
-            batches.push(std::mem::take(&mut current));
+/// The oldest texts that fit one batch, taken out of `pending`. First come, first served: a
+/// text admitted behind a queue never waits for texts admitted after it, so the admission
+/// budget bounds its wait. Sorted by length inside the batch (balanced attention work on the
+/// packed backend).
+fn oldest_batch(pending: &mut Vec<Job>, limits: &BatchLimits) -> Vec<Job> {
+    let mut longest = 0;
+    let mut count = 0;
+    for job in pending.iter() {
+        let with_it = longest.max(job.text.ids.len());
+        if count > 0 && (count + 1 > limits.max_batch_texts || (count + 1) * with_it > limits.max_batch_tokens) {
+            break;
         }
-        current.push(job);
+        longest = with_it;
+        count += 1;
     }
-    if !current.is_empty() {
-        batches.push(current);
-    }
-    batches
+    let mut batch: Vec<Job> = pending.drain(..count).collect();
+    batch.sort_by_key(|job| job.text.ids.len());
+    batch
 }
 
 fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
@@ -516,12 +550,11 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     shared.metrics.batch_tokens.observe(tokens as f64);
     shared.metrics.inference_seconds.observe(elapsed.as_secs_f64());
     // Smoothed: one small batch must not make admission believe the engine slow.
-    let rate = texts as f64 / elapsed.as_secs_f64().max(1e-6);
-    let previous = f64::from_bits(shared.texts_per_second.load(Ordering::Relaxed));
-    let smoothed = 0.8 * previous + 0.2 * rate;
-    shared.texts_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
+    let rate = tokens as f64 / elapsed.as_secs_f64().max(1e-6);
+    let smoothed = 0.8 * shared.tokens_per_second() + 0.2 * rate;
+    shared.tokens_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
     // Capacity goes back before the callers hear: one that sees its answer also sees it released.
-    shared.release(texts);
+    shared.release(texts, tokens);
     match outcome {
         Ok(Ok((embeddings, pools, head_scores))) => {
             shared.metrics.texts_total.inc_by(texts as u64);
@@ -551,5 +584,43 @@ fn fail_batch(batch: &[Job], error: EngineError) {
     tracing::error!(%error, texts = batch.len(), "batch failed");
     for job in batch {
         job.request.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(tokens: usize, index: usize) -> Job {
+        let request = Arc::new(PendingRequest {
+            results: Mutex::new(vec![None]),
+            remaining: AtomicUsize::new(1),
+            reply: Mutex::new(None),
+            admitted_at: Instant::now(),
+            wants: Wants::default(),
+        });
+        Job { request, index, text: TokenizedText { ids: vec![0; tokens], truncated: false } }
+    }
+
+    #[test]
+    fn batches_take_the_oldest_texts_first() {
+        let limits = BatchLimits {
+            max_queued_texts: 100,
+            max_queue_time: Duration::from_secs(2),
+            max_batch_tokens: 400,
+            max_batch_texts: 4,
+            max_wait: Duration::ZERO,
+        };
+        // Arrival order 0..6; lengths would sort the short late ones first.
+        let mut pending: Vec<Job> = [90, 80, 70, 60, 5, 5].iter().enumerate().map(|(i, &t)| job(t, i)).collect();
+        let first = oldest_batch(&mut pending, &limits);
+        let arrivals: Vec<usize> = first.iter().map(|j| j.index).collect();
+        assert_eq!(arrivals, [3, 2, 1, 0], "the four oldest, sorted by length inside");
+        assert_eq!(pending.iter().map(|j| j.index).collect::<Vec<_>>(), [4, 5]);
+        // The token budget cuts a batch too: 3 x 150 > 400.
+        let mut pending: Vec<Job> = [150, 10, 150, 10].iter().enumerate().map(|(i, &t)| job(t, i)).collect();
+        assert_eq!(oldest_batch(&mut pending, &limits).len(), 2);
+        assert_eq!(oldest_batch(&mut pending, &limits).len(), 2);
+        assert!(pending.is_empty());
     }
 }
