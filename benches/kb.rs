@@ -85,12 +85,53 @@ impl Rng {
     }
 }
 
-fn words(rng: &mut Rng, count: usize) -> String {
-    (0..count).map(|_| WORDS[rng.next() as usize % WORDS.len()]).collect::<Vec<_>>().join(" ")
+/// How the words of the synthetic articles and queries are drawn.
+#[derive(Debug, Clone, Copy)]
+enum Vocabulary {
+    /// The 58 support words, uniformly: every query term is in most passages, the worst case
+    /// for BM25 (nothing for block-max WAND to skip).
+    Narrow,
+    /// 5,000 words with Zipf frequencies (s = 1.07, as measured on English text), the support
+    /// words the most frequent: how help-center text is distributed.
+    Zipf,
 }
 
-fn articles(count: usize) -> Vec<Article> {
+const ZIPF_WORDS: usize = 5_000;
+
+/// Cumulative Zipf weights over `ZIPF_WORDS` ranks.
+fn zipf_table() -> &'static [f64] {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut total = 0.0;
+        (1..=ZIPF_WORDS)
+            .map(|rank| {
+                total += 1.0 / (rank as f64).powf(1.07);
+                total
+            })
+            .collect()
+    })
+}
+
+/// The word of a Zipf rank: the support words first, then made-up words ("w123").
+fn zipf_word(rank: usize) -> String {
+    WORDS.get(rank).map_or_else(|| format!("w{rank}"), |word| word.to_string())
+}
+
+fn words_from(rng: &mut Rng, vocabulary: Vocabulary, count: usize) -> String {
+    let pick = |rng: &mut Rng| match vocabulary {
+        Vocabulary::Narrow => WORDS[rng.next() as usize % WORDS.len()].to_string(),
+        Vocabulary::Zipf => {
+            let table = zipf_table();
+            let target = (rng.next() >> 11) as f64 / (1u64 << 53) as f64 * table[table.len() - 1];
+            zipf_word(table.partition_point(|&c| c < target))
+        }
+    };
+    (0..count).map(|_| pick(rng)).collect::<Vec<_>>().join(" ")
+}
+
+fn articles_of(count: usize, vocabulary: Vocabulary) -> Vec<Article> {
     let mut rng = Rng(42);
+    let words = |rng: &mut Rng, count| words_from(rng, vocabulary, count);
     (0..count)
         .map(|i| Article {
             id: format!("article-{i}"),
@@ -121,46 +162,49 @@ fn build(root: &std::path::Path, articles: &[Article]) -> KbIndex {
 }
 
 fn search_latency(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let kb = build(dir.path(), &articles(10_000));
-    let mut rng = Rng(99);
-    let queries: Vec<(String, Vec<f32>)> = (0..200).map(|_| (words(&mut rng, 6), rng.unit_vector())).collect();
-    let filter = Filter::customer();
-    eprintln!("synthetic KB: 10,000 articles, {} passages", kb.passages().len());
-    for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
-        let mut times: Vec<f64> = queries
-            .iter()
-            .cycle()
-            .take(1000)
-            .map(|(q, e)| {
-                let started = Instant::now();
-                std::hint::black_box(kb.search(q, e, mode, 5, &filter).unwrap());
-                started.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        times.sort_by(f64::total_cmp);
-        eprintln!(
-            "{mode:?}: p50 {:.3} ms, p99 {:.3} ms (1000 queries, top 5, customer filter)",
-            times[499], times[989]
-        );
+    for vocabulary in [Vocabulary::Narrow, Vocabulary::Zipf] {
+        let dir = tempfile::tempdir().unwrap();
+        let kb = build(dir.path(), &articles_of(10_000, vocabulary));
+        let mut rng = Rng(99);
+        let queries: Vec<(String, Vec<f32>)> =
+            (0..200).map(|_| (words_from(&mut rng, vocabulary, 6), rng.unit_vector())).collect();
+        let filter = Filter::customer();
+        eprintln!("synthetic KB ({vocabulary:?} vocabulary): 10,000 articles, {} passages", kb.passages().len());
+        for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
+            let mut times: Vec<f64> = queries
+                .iter()
+                .cycle()
+                .take(1000)
+                .map(|(q, e)| {
+                    let started = Instant::now();
+                    std::hint::black_box(kb.search(q, e, mode, 5, &filter).unwrap());
+                    started.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            eprintln!(
+                "{vocabulary:?} {mode:?}: p50 {:.3} ms, p99 {:.3} ms (1000 queries, top 5, customer filter)",
+                times[499], times[989]
+            );
+        }
+        let mut group = c.benchmark_group(format!("kb_search_10k_{vocabulary:?}").to_lowercase());
+        group.sample_size(50).measurement_time(Duration::from_secs(4));
+        for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
+            let mut i = 0;
+            group.bench_function(format!("{mode:?}").to_lowercase(), |b| {
+                b.iter(|| {
+                    let (q, e) = &queries[i % queries.len()];
+                    i += 1;
+                    kb.search(q, e, mode, 5, &filter).unwrap()
+                })
+            });
+        }
+        group.finish();
     }
-    let mut group = c.benchmark_group("kb_search_10k");
-    group.sample_size(50).measurement_time(Duration::from_secs(4));
-    for mode in [Mode::Bm25, Mode::Dense, Mode::Hybrid] {
-        let mut i = 0;
-        group.bench_function(format!("{mode:?}").to_lowercase(), |b| {
-            b.iter(|| {
-                let (q, e) = &queries[i % queries.len()];
-                i += 1;
-                kb.search(q, e, mode, 5, &filter).unwrap()
-            })
-        });
-    }
-    group.finish();
 }
 
 fn build_throughput(c: &mut Criterion) {
-    let corpus = articles(1_000);
+    let corpus = articles_of(1_000, Vocabulary::Narrow);
     let mut group = c.benchmark_group("kb_build_1k_articles");
     group.sample_size(10).throughput(criterion::Throughput::Elements(corpus.len() as u64));
     group.bench_function("tantivy_and_dense_no_encoder", |b| {
