@@ -178,6 +178,9 @@ struct Job {
     text: TokenizedText,
 }
 
+/// The most work one batch holds, as a share of the time budget (`engine.max_queue_ms`).
+const BATCH_SHARE_OF_BUDGET: f64 = 0.25;
+
 /// Work admitted and not finished (queued or running).
 #[derive(Debug, Default)]
 struct Queued {
@@ -191,6 +194,8 @@ struct Shared {
     queued: Mutex<Queued>,
     /// Recent throughput in tokens per second (f64 bits): what admission and Retry-After use.
     tokens_per_second: AtomicU64,
+    /// The last batch's tokens per second (f64 bits).
+    last_tokens_per_second: AtomicU64,
     limits: BatchLimits,
     info: EncoderInfo,
     tokenizer: Tokenizer,
@@ -216,13 +221,33 @@ impl Shared {
         f64::from_bits(self.tokens_per_second.load(Ordering::Relaxed)).max(1.0)
     }
 
+    /// The rate admission plans with: the slower of the smoothed rate and the last batch's, so
+    /// a slowdown (longer texts, a busier machine) shrinks the queue at once.
+    fn planning_rate(&self) -> f64 {
+        let last = f64::from_bits(self.last_tokens_per_second.load(Ordering::Relaxed));
+        self.tokens_per_second().min(last).max(1.0)
+    }
+
+    /// The batch limits for the next round: at most a quarter of the time budget of work per
+    /// batch (at the planning rate), so a request never waits much longer than the budget behind
+    /// one large batch that started just before it and another that it shares with later texts.
+    /// Where the engine is fast (a GPU) the configured limits are the smaller.
+    fn round_limits(&self) -> BatchLimits {
+        let quarter = self.planning_rate() * self.limits.max_queue_time.as_secs_f64() * BATCH_SHARE_OF_BUDGET;
+        let mut limits = self.limits.clone();
+        limits.max_batch_tokens = limits.max_batch_tokens.min(quarter as usize).max(1);
+        limits
+    }
+
     /// Refuses `texts` more (of `tokens`, when known) if they would pass the count limit, or if
     /// the admitted work would take longer than the time budget; otherwise admits them when
     /// `admit`. An idle engine takes any request.
     fn check(&self, texts: usize, tokens: usize, admit: bool) -> Result<(), EngineError> {
         let limit = self.limits.max_queued_texts;
-        let budget = self.limits.max_queue_time.as_secs_f64();
-        let rate = self.tokens_per_second();
+        // The admitted work drains within the budget less one batch: the batch a request shares
+        // with texts admitted after it takes the rest.
+        let budget = self.limits.max_queue_time.as_secs_f64() * (1.0 - BATCH_SHARE_OF_BUDGET);
+        let rate = self.planning_rate();
         let mut queued = self.queued.lock_unpoisoned();
         let over_budget = queued.tokens > 0 && (queued.tokens + tokens) as f64 / rate > budget;
         if queued.texts + texts > limit || over_budget {
@@ -274,6 +299,7 @@ impl Engine {
             queued: Mutex::new(Queued::default()),
             // Until the first batch says otherwise: about a hundred short texts a second.
             tokens_per_second: AtomicU64::new(4_000f64.to_bits()),
+            last_tokens_per_second: AtomicU64::new(4_000f64.to_bits()),
             limits,
             info: encoder.info().clone(),
             tokenizer: encoder.tokenizer().clone(),
@@ -445,7 +471,6 @@ fn tokenize_all(shared: &Shared, texts: &[String]) -> Result<Vec<TokenizedText>,
 }
 
 fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Shared>) {
-    let limits = shared.limits.clone();
     // Oldest first. Texts left over from a round stay here and go first in the next one.
     let mut pending: Vec<Job> = Vec::new();
     loop {
@@ -456,6 +481,7 @@ fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Share
                 Err(_) => break,
             }
         }
+        let limits = shared.round_limits();
         let deadline = Instant::now() + limits.max_wait;
         loop {
             while let Ok(job) = receiver.try_recv() {
@@ -553,6 +579,7 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     let rate = tokens as f64 / elapsed.as_secs_f64().max(1e-6);
     let smoothed = 0.8 * shared.tokens_per_second() + 0.2 * rate;
     shared.tokens_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
+    shared.last_tokens_per_second.store(rate.to_bits(), Ordering::Relaxed);
     // Capacity goes back before the callers hear: one that sees its answer also sees it released.
     shared.release(texts, tokens);
     match outcome {
