@@ -3,8 +3,8 @@
 # server's own /openapi.json, twice: without keys (loopback, open) and with an admin key. Every
 # check is on; any 5xx or contract failure fails the run. Not part of the default test run.
 #
-#   sh tests/fuzz/run.sh                  # ~100 cases per operation and run
-#   EXAMPLES=200 sh tests/fuzz/run.sh     # more
+#   bash tests/fuzz/run.sh                  # ~100 cases per operation and run
+#   EXAMPLES=200 bash tests/fuzz/run.sh     # more
 #
 # Needs python3 with venv (schemathesis comes from PyPI into target/fuzz-venv) and the encoder
 # (pulled like every other command). Reports land in target/fuzz/.
