@@ -38,6 +38,7 @@ pub struct OverloadArgs {
     #[arg(long, default_value_t = 30.0)]
     seconds: f64,
     /// Requests the client keeps in flight at most; arrivals beyond it are counted, not sent.
+    /// Each is a socket: keep it under the open-file limit (`ulimit -n`).
     #[arg(long, default_value_t = 4000)]
     max_in_flight: usize,
     /// The server's process id (a local server): its resident memory is sampled, and its peak read.
@@ -81,6 +82,8 @@ struct Phase {
     outcomes: Mutex<Vec<Outcome>>,
     /// Arrivals not sent because `max_in_flight` requests were already out.
     not_sent: AtomicUsize,
+    /// How far behind its schedule the client started a request, at worst (µs).
+    max_lag_us: AtomicUsize,
 }
 
 impl Phase {
@@ -107,12 +110,13 @@ impl Client {
         json!({ "texts": texts })
     }
 
-    async fn send(&self, phase_start: Instant) -> Outcome {
+    /// Latency counts from `due`, when the request was meant to start: a client that fell
+    /// behind its schedule does not hide the wait (no coordinated omission).
+    async fn send(&self, phase_start: Instant, due: Instant) -> Outcome {
         let mut request = self.http.post(&self.url).json(&self.body());
         if let Some(key) = &self.key {
             request = request.bearer_auth(key);
         }
-        let sent = Instant::now();
         let (status, retry_after) = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -125,7 +129,7 @@ impl Client {
             }
             Err(_) => (0, false),
         };
-        Outcome { status, latency: sent.elapsed(), ended: phase_start.elapsed(), retry_after }
+        Outcome { status, latency: due.elapsed(), ended: phase_start.elapsed(), retry_after }
     }
 }
 
@@ -177,7 +181,7 @@ async fn measure(args: OverloadArgs, sentences: Vec<String>) -> anyhow::Result<(
     let in_window: Vec<Outcome> = outcomes.iter().copied().filter(|o| o.ended <= window).collect();
     let overload_texts_per_s = answered(&in_window) as f64 * args.texts as f64 / args.seconds;
 
-    let peak_rss_mb = memory.map(MemorySampler::stop);
+    let memory = memory.map(MemorySampler::stop);
     let report = json!({
         "route": args.route.path(),
         "texts_per_request": args.texts,
@@ -194,6 +198,7 @@ async fn measure(args: OverloadArgs, sentences: Vec<String>) -> anyhow::Result<(
             "seconds": args.seconds,
             "sent": outcomes.len(),
             "not_sent_client_limit": overload.not_sent.load(Ordering::Relaxed),
+            "client_max_lag_ms": round(overload.max_lag_us.load(Ordering::Relaxed) as f64 / 1e3),
             "statuses": statuses(&outcomes),
             "answered_texts_per_s": round(overload_texts_per_s),
             "share_of_capacity": round(overload_texts_per_s / capacity_texts_per_s),
@@ -201,7 +206,8 @@ async fn measure(args: OverloadArgs, sentences: Vec<String>) -> anyhow::Result<(
             "refused_latency_ms": latency(&outcomes, |o| o.status == 429),
             "refusals_without_retry_after": outcomes.iter().filter(|o| o.status == 429 && !o.retry_after).count(),
         },
-        "server_peak_rss_mb": peak_rss_mb,
+        "server_peak_rss_mb": memory.map(|m| round(m.sampled)),
+        "server_lifetime_peak_rss_mb": memory.map(|m| round(m.lifetime)),
     });
     if args.json {
         println!("{report}");
@@ -226,8 +232,15 @@ async fn measure(args: OverloadArgs, sentences: Vec<String>) -> anyhow::Result<(
         "refused (429) latency ms: {} ({} without Retry-After)",
         overload["refused_latency_ms"], overload["refusals_without_retry_after"]
     );
-    if let Some(peak) = peak_rss_mb {
-        println!("server peak resident memory: {peak:.0} MB");
+    println!(
+        "client: {} arrivals not sent, {} ms behind schedule at worst",
+        overload["not_sent_client_limit"], overload["client_max_lag_ms"]
+    );
+    if let Some(memory) = memory {
+        println!(
+            "server resident memory: {:.0} MB at most during the bench ({:.0} MB since it started)",
+            memory.sampled, memory.lifetime
+        );
     }
     Ok(())
 }
@@ -241,7 +254,7 @@ async fn closed_loop(client: &Arc<Client>, clients: usize, duration: Duration) -
             let (client, phase) = (client.clone(), phase.clone());
             tokio::spawn(async move {
                 while start.elapsed() < duration {
-                    let outcome = client.send(start).await;
+                    let outcome = client.send(start, Instant::now()).await;
                     if outcome.ended <= duration {
                         phase.outcomes.lock().expect("outcomes").push(outcome);
                     }
@@ -271,6 +284,8 @@ async fn open_loop(client: &Arc<Client>, rate: f64, duration: Duration, max_in_f
         }
         tokio::time::sleep_until(due.into()).await;
         arrivals += 1;
+        let lag = due.elapsed().as_micros() as usize;
+        phase.max_lag_us.fetch_max(lag, Ordering::Relaxed);
         if in_flight.load(Ordering::Relaxed) >= max_in_flight {
             phase.not_sent.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -278,7 +293,7 @@ async fn open_loop(client: &Arc<Client>, rate: f64, duration: Duration, max_in_f
         in_flight.fetch_add(1, Ordering::Relaxed);
         let (client, phase, in_flight) = (client.clone(), phase.clone(), in_flight.clone());
         tasks.push(tokio::spawn(async move {
-            let outcome = client.send(start).await;
+            let outcome = client.send(start, due).await;
             phase.outcomes.lock().expect("outcomes").push(outcome);
             in_flight.fetch_sub(1, Ordering::Relaxed);
         }));
@@ -317,8 +332,15 @@ fn round(value: f64) -> f64 {
     (value * 100.0).round() / 100.0
 }
 
-/// Samples a local process's resident memory every 100 ms; reports the peak (the kernel's
-/// high-water mark when it keeps one).
+/// Resident memory of the server: the most sampled during the bench, and the kernel's
+/// high-water mark since the process started (model loading included).
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    sampled: f64,
+    lifetime: f64,
+}
+
+/// Samples a local process's resident memory every 100 ms.
 struct MemorySampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
     sampler: std::thread::JoinHandle<f64>,
@@ -342,10 +364,10 @@ impl MemorySampler {
         Self { stop, sampler, pid }
     }
 
-    fn stop(self) -> f64 {
+    fn stop(self) -> Memory {
         self.stop.store(true, Ordering::Relaxed);
         let sampled = self.sampler.join().unwrap_or_default();
-        status_mb(self.pid, "VmHWM:").unwrap_or(sampled).max(sampled)
+        Memory { sampled, lifetime: status_mb(self.pid, "VmHWM:").unwrap_or(sampled).max(sampled) }
     }
 }
 

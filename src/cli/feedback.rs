@@ -79,7 +79,7 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
         "served_macro_f1": served.base_macro_f1,
         "feedback_examples": report.feedback_train + report.feedback_held_out,
     });
-    audit(&config, AuditAction::HeadPromoted, head, detail)?;
+    audit(&config, AuditAction::HeadPromoted, head, detail);
     println!(
         "promoted {head} v{number} ({}); running servers switch within {} s; undo with `tierline heads rollback {head}`",
         dir.display(),
@@ -89,12 +89,16 @@ pub fn train_from_feedback(config: Config, args: &TrainArgs, head: &str) -> anyh
 }
 
 /// Records a change of what the servers serve in the audit log (`GET /v1/admin/audit`), as
-/// the command line.
-fn audit(config: &Config, action: AuditAction, head: &str, detail: serde_json::Value) -> anyhow::Result<()> {
-    super::block_on(async {
+/// the command line. The change is made by then: a failure to log it is said, not an error that
+/// would invite running the command again.
+fn audit(config: &Config, action: AuditAction, head: &str, detail: serde_json::Value) {
+    let logged = super::block_on(async {
         let store = super::open_store(config).await?;
         store.audit("cli", action, head, &detail).await.context("could not write the audit log")
-    })?
+    });
+    if let Err(err) = logged.and_then(|logged| logged) {
+        eprintln!("warning: {} {head} is done but not in the audit log: {err:#}", action.as_str());
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,7 +134,7 @@ pub fn heads(config: Config, command: HeadsCommand) -> anyhow::Result<()> {
         HeadsCommand::Rollback { head } => {
             let now_served = versions.rollback(&head)?;
             let detail = serde_json::json!({ "serves": now_served.as_deref().unwrap_or("shipped") });
-            audit(&config, AuditAction::HeadRolledBack, &head, detail)?;
+            audit(&config, AuditAction::HeadRolledBack, &head, detail);
             match now_served {
                 Some(version) => println!("{head}: serving {version} again"),
                 None => println!("{head}: serving the shipped head again"),

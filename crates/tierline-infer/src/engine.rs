@@ -181,6 +181,10 @@ struct Job {
 /// The most work one batch holds, as a share of the time budget (`engine.max_queue_ms`).
 const BATCH_SHARE_OF_BUDGET: f64 = 0.25;
 
+/// A batch may always hold this many tokens (unless configured smaller): below it, per-batch
+/// overhead would dominate.
+const MIN_BATCH_TOKENS: usize = 512;
+
 /// Work admitted and not finished (queued or running).
 #[derive(Debug, Default)]
 struct Queued {
@@ -192,6 +196,8 @@ struct Queued {
 struct Shared {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     queued: Mutex<Queued>,
+    /// Texts being tokenized, not yet admitted: the worker holds a batch open for them.
+    tokenizing: AtomicUsize,
     /// Recent throughput in tokens per second (f64 bits): what admission and Retry-After use.
     tokens_per_second: AtomicU64,
     /// The last batch's tokens per second (f64 bits).
@@ -235,7 +241,7 @@ impl Shared {
     fn round_limits(&self) -> BatchLimits {
         let quarter = self.planning_rate() * self.limits.max_queue_time.as_secs_f64() * BATCH_SHARE_OF_BUDGET;
         let mut limits = self.limits.clone();
-        limits.max_batch_tokens = limits.max_batch_tokens.min(quarter as usize).max(1);
+        limits.max_batch_tokens = limits.max_batch_tokens.min((quarter as usize).max(MIN_BATCH_TOKENS));
         limits
     }
 
@@ -271,6 +277,25 @@ pub struct Engine {
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// Counts texts on their way to admission (being tokenized) for as long as it lives.
+struct Tokenizing<'a> {
+    shared: &'a Shared,
+    texts: usize,
+}
+
+impl<'a> Tokenizing<'a> {
+    fn start(shared: &'a Shared, texts: usize) -> Self {
+        shared.tokenizing.fetch_add(texts, Ordering::AcqRel);
+        Self { shared, texts }
+    }
+}
+
+impl Drop for Tokenizing<'_> {
+    fn drop(&mut self) {
+        self.shared.tokenizing.fetch_sub(self.texts, Ordering::AcqRel);
+    }
+}
+
 /// Gives admitted capacity back unless the texts were handed to the worker.
 struct Admission<'a> {
     shared: &'a Shared,
@@ -297,6 +322,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             sender: Mutex::new(Some(sender)),
             queued: Mutex::new(Queued::default()),
+            tokenizing: AtomicUsize::new(0),
             // Until the first batch says otherwise: about a hundred short texts a second.
             tokens_per_second: AtomicU64::new(4_000f64.to_bits()),
             last_tokens_per_second: AtomicU64::new(4_000f64.to_bits()),
@@ -374,12 +400,14 @@ impl Engine {
         }
         // A queue already past its budget refuses before any tokenizing.
         self.shared.check(texts.len(), 0, false)?;
+        let tokenizing = Tokenizing::start(&self.shared, texts.len());
         let shared = self.shared.clone();
         let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
             .await
             .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
         let mut admission = self.admit(&tokenized)?;
         let receiver = self.submit(tokenized, &mut admission, wants)?;
+        drop(tokenizing);
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -412,9 +440,11 @@ impl Engine {
             return Ok(Vec::new());
         }
         self.shared.check(texts.len(), 0, false)?;
+        let tokenizing = Tokenizing::start(&self.shared, texts.len());
         let tokenized = tokenize_all(&self.shared, texts)?;
         let mut admission = self.admit(&tokenized)?;
         let receiver = self.submit(tokenized, &mut admission, wants)?;
+        drop(tokenizing);
         receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
     }
 
@@ -490,9 +520,10 @@ fn run_worker(encoder: Encoder, receiver: mpsc::Receiver<Job>, shared: Arc<Share
             if is_full(&pending, &limits) {
                 break;
             }
-            // Only wait when more texts are admitted than queued: they are being tokenized and
-            // will arrive within microseconds. An idle engine runs a lone text at once.
-            if shared.queued_texts() <= pending.len() {
+            // Only wait for texts on their way: being tokenized, or admitted and being sent.
+            // They arrive within microseconds. An idle engine runs a lone text at once.
+            let coming = shared.queued_texts() + shared.tokenizing.load(Ordering::Acquire);
+            if coming <= pending.len() {
                 break;
             }
             let now = Instant::now();
@@ -575,11 +606,17 @@ fn run_batch(encoder: &Encoder, shared: &Shared, batch: Vec<Job>) {
     shared.metrics.batch_size.observe(texts as f64);
     shared.metrics.batch_tokens.observe(tokens as f64);
     shared.metrics.inference_seconds.observe(elapsed.as_secs_f64());
-    // Smoothed: one small batch must not make admission believe the engine slow.
-    let rate = tokens as f64 / elapsed.as_secs_f64().max(1e-6);
-    let smoothed = 0.8 * shared.tokens_per_second() + 0.2 * rate;
-    shared.tokens_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
-    shared.last_tokens_per_second.store(rate.to_bits(), Ordering::Relaxed);
+    // Only a batch that ran says how fast the engine is. Smoothed, so one batch cannot swing
+    // admission; the last batch counts alone only when it was big enough to measure throughput
+    // rather than per-batch overhead.
+    if matches!(outcome, Ok(Ok(_))) {
+        let rate = tokens as f64 / elapsed.as_secs_f64().max(1e-6);
+        let smoothed = 0.8 * shared.tokens_per_second() + 0.2 * rate;
+        shared.tokens_per_second.store(smoothed.to_bits(), Ordering::Relaxed);
+        if tokens >= MIN_BATCH_TOKENS {
+            shared.last_tokens_per_second.store(rate.to_bits(), Ordering::Relaxed);
+        }
+    }
     // Capacity goes back before the callers hear: one that sees its answer also sees it released.
     shared.release(texts, tokens);
     match outcome {

@@ -45,7 +45,9 @@ impl Support {
             None => 0,
         };
         let (erased, stored_examples) = self.erase(&ids).await?;
-        let alert_examples = stored_examples + self.alerting.forget(&ids).await;
+        let held = self.alerting.forget(&ids).await;
+        // Again: an alert saved while the conversations were being deleted may quote them.
+        let alert_examples = stored_examples + held + self.scrub_alerts(&ids).await?;
         tracing::info!(
             audit = "erasure",
             conversations = erased.conversations,
@@ -74,6 +76,7 @@ impl Support {
         let before = now_ms() - i64::from(self.retention_days) * 86_400_000;
         let ids = self.store.conversations_before(before, RETENTION_BATCH).await?;
         let (erased, _) = self.erase(&ids).await?;
+        self.alerting.forget(&ids).await;
         if erased.conversations == 0 {
             return Ok(erased);
         }

@@ -95,9 +95,10 @@ pub async fn load_report(store: &dyn Store, window: Window) -> StoreResult<Suppo
         |row| Tally::of(&row),
     )
     .await?;
-    let from = match tallies.last() {
-        Some(oldest) if truncated => oldest.created_at,
-        _ => from,
+    let (tallies, from) = match tallies.last().map(|oldest| oldest.created_at) {
+        // Others created in the oldest millisecond read may be unread: start just after it.
+        Some(oldest) if truncated => (tallies.into_iter().filter(|t| t.created_at > oldest).collect(), oldest + 1),
+        _ => (tallies, from),
     };
     let computed = tokio::task::spawn_blocking(move || report(&tallies, window, from, to, truncated))
         .await

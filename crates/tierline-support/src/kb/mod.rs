@@ -142,7 +142,14 @@ impl KnowledgeBase {
             return Ok(false);
         }
         let (articles, _) = article::load(&self.source)?;
-        self.rebuild(&stored.apply(articles))?;
+        let articles = stored.apply(articles);
+        let before = self.current();
+        self.rebuild(&articles)?;
+        // Another node removed articles (perhaps an erasure): no older folder keeps them here.
+        let kept: std::collections::HashSet<&str> = articles.iter().map(|a| a.id.as_str()).collect();
+        if before.articles().iter().any(|old| !kept.contains(old.id.as_str())) {
+            index::remove_previous_generations(&self.root)?;
+        }
         self.edits_version.store(version, Ordering::SeqCst);
         tracing::info!(version, "knowledge base rebuilt with another node's edits");
         Ok(true)
@@ -220,26 +227,34 @@ impl KnowledgeBase {
         Ok(self.remove_all(&[id.to_string()])? == 1)
     }
 
-    /// Removes articles for good (an erasure): as `remove_all`, and no earlier generation of the
-    /// index is kept on disk.
+    /// Removes articles for good (an erasure): as `remove_all`, also those another node added
+    /// that this one has not followed yet, and no earlier generation of this node's index is
+    /// kept on disk.
     pub fn purge(&self, ids: &[String]) -> anyhow::Result<usize> {
-        let removed = self.remove_all(ids)?;
-        if removed > 0 {
-            index::remove_previous_generations(&self.root)?;
-        }
-        Ok(removed)
+        self.remove_ids(ids, true)
     }
 
     /// Removes the articles with these ids that exist, with one rebuild; how many.
     pub fn remove_all(&self, ids: &[String]) -> anyhow::Result<usize> {
+        self.remove_ids(ids, false)
+    }
+
+    fn remove_ids(&self, ids: &[String], purge: bool) -> anyhow::Result<usize> {
         let _guard = self.updating.lock_unpoisoned();
         let current = self.current();
-        let present: Vec<&String> = ids.iter().filter(|id| current.article(id).is_some()).collect();
+        // The shared edits too: an article another node added may not be in this index yet.
+        let stored = if purge { self.edits.load()?.0.upserts } else { Default::default() };
+        let present: Vec<&String> =
+            ids.iter().filter(|id| current.article(id).is_some() || stored.contains_key(*id)).collect();
         if present.is_empty() {
             return Ok(0);
         }
         let articles: Vec<Article> = current.articles().iter().filter(|a| !present.contains(&&a.id)).cloned().collect();
         self.apply_edit(|edits| present.iter().for_each(|id| edits.delete(id)), &articles)?;
+        if purge {
+            // Under the update lock: no build can switch `CURRENT` while older folders go.
+            index::remove_previous_generations(&self.root)?;
+        }
         Ok(present.len())
     }
 
