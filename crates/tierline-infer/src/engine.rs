@@ -398,16 +398,12 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        // A queue already past its budget refuses before any tokenizing.
-        self.shared.check(texts.len(), 0, false)?;
-        let tokenizing = Tokenizing::start(&self.shared, texts.len());
+        let tokenizing = self.start_tokenizing(texts.len())?;
         let shared = self.shared.clone();
         let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
             .await
             .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
-        let mut admission = self.admit(&tokenized)?;
-        let receiver = self.submit(tokenized, &mut admission, wants)?;
-        drop(tokenizing);
+        let receiver = self.submit(tokenized, tokenizing, wants)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
     }
 
@@ -439,27 +435,30 @@ impl Engine {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.shared.check(texts.len(), 0, false)?;
-        let tokenizing = Tokenizing::start(&self.shared, texts.len());
+        let tokenizing = self.start_tokenizing(texts.len())?;
         let tokenized = tokenize_all(&self.shared, texts)?;
-        let mut admission = self.admit(&tokenized)?;
-        let receiver = self.submit(tokenized, &mut admission, wants)?;
-        drop(tokenizing);
+        let receiver = self.submit(tokenized, tokenizing, wants)?;
         receiver.blocking_recv().map_err(|_| EngineError::Stopped)?
     }
 
-    fn admit(&self, tokenized: &[TokenizedText]) -> Result<Admission<'_>, EngineError> {
-        let tokens = tokenized.iter().map(|text| text.ids.len()).sum();
-        self.shared.check(tokenized.len(), tokens, true)?;
-        Ok(Admission { shared: &self.shared, texts: tokenized.len(), tokens })
+    /// Refuses at once when the queue is already past its budget (before any tokenizing);
+    /// otherwise counts `texts` as on their way until `submit`.
+    fn start_tokenizing(&self, texts: usize) -> Result<Tokenizing<'_>, EngineError> {
+        self.shared.check(texts, 0, false)?;
+        Ok(Tokenizing::start(&self.shared, texts))
     }
 
+    /// Admits the tokenized texts (at their cost in tokens) and hands them to the worker; they
+    /// count as on their way (`_tokenizing`) until they are sent.
     fn submit(
         &self,
         tokenized: Vec<TokenizedText>,
-        admission: &mut Admission<'_>,
+        _tokenizing: Tokenizing<'_>,
         wants: Wants,
     ) -> Result<oneshot::Receiver<Reply>, EngineError> {
+        let tokens = tokenized.iter().map(|text| text.ids.len()).sum();
+        self.shared.check(tokenized.len(), tokens, true)?;
+        let mut admission = Admission { shared: &self.shared, texts: tokenized.len(), tokens };
         let (tx, rx) = oneshot::channel();
         let request = Arc::new(PendingRequest {
             results: Mutex::new(vec![None; tokenized.len()]),

@@ -88,6 +88,16 @@ pub struct Notification {
 pub const EVENTS_CHANNEL: &str = "tierline_events";
 pub const KB_CHANNEL: &str = "tierline_kb";
 
+/// The columns a `ConversationRow` is read from, in the order both backends parse them.
+pub(crate) const CONVERSATION_COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, \
+     ai_exchanges, escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat, outcome, \
+     reopened_count";
+
+/// `CONVERSATION_COLUMNS` qualified by a table alias, for joins.
+pub(crate) fn conversation_columns(alias: &str) -> String {
+    CONVERSATION_COLUMNS.split(", ").map(|column| format!("{alias}.{}", column.trim())).collect::<Vec<_>>().join(", ")
+}
+
 /// The database tierline keeps its state in.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -530,12 +530,7 @@ pub struct AuditEntry {
 /// The negativity recorded with a customer message's stored decision (`None` without one), for
 /// account health; a decision that does not parse is reported as corrupt.
 pub fn stored_negativity(message_id: i64, detail: Option<&str>) -> Result<Option<f32>, super::StoreError> {
-    let Some(json) = detail else { return Ok(None) };
-    match MessageDetail::parse(Role::Customer, json) {
-        Ok(MessageDetail::Customer(decision)) => Ok(Some(decision.negativity)),
-        Ok(_) => Ok(None),
-        Err(reason) => Err(super::StoreError::Corrupt { table: "messages", id: message_id.to_string(), reason }),
-    }
+    detail.map(|json| stored_decision(message_id, json).map(|decision| decision.negativity)).transpose()
 }
 
 /// A customer message's stored decision, or why it is corrupt.

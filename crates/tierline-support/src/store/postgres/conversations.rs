@@ -6,11 +6,9 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
 use crate::clock::now_ms;
+use crate::store::CONVERSATION_COLUMNS as COLUMNS;
 use crate::store::*;
 use crate::triage::{AccountContext, ReasonCode, Tier};
-
-const COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \
-     escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat, outcome, reopened_count";
 
 fn corrupt(id: &str, reason: String) -> StoreError {
     StoreError::Corrupt { table: "conversations", id: id.to_string(), reason }
@@ -261,13 +259,9 @@ pub async fn overdue(client: &impl GenericClient, started_before: i64, limit: us
 const PAGE_FILTER: &str = "c.created_at >= $1 AND c.created_at < $2 AND NOT (c.created_at = $3 AND c.id >= $4)
      ORDER BY c.created_at DESC, c.id DESC LIMIT $5";
 
-fn prefixed_columns() -> String {
-    COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect::<Vec<_>>().join(", ")
-}
-
 pub async fn created(client: &impl GenericClient, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
     let (to, tie_at, tie_id) = page.bounds();
-    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", prefixed_columns());
+    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", conversation_columns("c"));
     query_conversations(client, &sql, &[&page.from, &to, &tie_at, &tie_id, &(page.limit as i64)]).await
 }
 
@@ -280,7 +274,7 @@ pub async fn first_decisions(
         "SELECT {}, m.id, m.decision FROM conversations c
          LEFT JOIN messages m ON m.conversation_id = c.id AND m.first_of_conversation
          WHERE {PAGE_FILTER}",
-        prefixed_columns()
+        conversation_columns("c")
     );
     let rows = client.query(&sql, &[&page.from, &to, &tie_at, &tie_id, &(page.limit as i64)]).await?;
     let mut page_rows = Vec::with_capacity(rows.len());
@@ -303,7 +297,7 @@ pub async fn of_accounts(
         "SELECT {}, c.account_id FROM conversations c
          WHERE c.account_id IS NOT NULL AND ($2::TEXT IS NULL OR c.account_id = $2) AND c.created_at >= $1
          ORDER BY c.created_at",
-        prefixed_columns()
+        conversation_columns("c")
     );
     let rows = client.query(&sql, &[&since, &account]).await?;
     let mut conversations = Vec::with_capacity(rows.len());

@@ -5,11 +5,9 @@ use std::collections::HashMap;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::clock::now_ms;
+use crate::store::CONVERSATION_COLUMNS as COLUMNS;
 use crate::store::*;
 use crate::triage::{ReasonCode, Tier};
-
-const COLUMNS: &str = "id, created_at, updated_at, status, customer, account, queue, tier, ai_exchanges, \
-     escalated_at, escalation_reason, first_human_reply_at, resolved_at, resolved_by, csat, outcome, reopened_count";
 
 /// The columns above as read straight from a row; `parse` turns them into a typed row or says
 /// what is corrupt.
@@ -289,13 +287,9 @@ pub fn overdue(db: &Connection, started_before: i64, limit: usize) -> StoreResul
 const PAGE_FILTER: &str = "c.created_at >= ?1 AND c.created_at < ?2 AND NOT (c.created_at = ?3 AND c.id >= ?4)
      ORDER BY c.created_at DESC, c.id DESC LIMIT ?5";
 
-fn prefixed_columns() -> String {
-    COLUMNS.split(", ").map(|column| format!("c.{}", column.trim())).collect::<Vec<_>>().join(", ")
-}
-
 pub fn created(db: &Connection, page: &CreatedPage) -> StoreResult<Vec<ConversationRow>> {
     let (to, tie_at, tie_id) = page.bounds();
-    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", prefixed_columns());
+    let sql = format!("SELECT {} FROM conversations c WHERE {PAGE_FILTER}", conversation_columns("c"));
     query_conversations(db, &sql, params![page.from, to, tie_at, tie_id, page.limit as i64])
 }
 
@@ -308,7 +302,7 @@ pub fn first_decisions(
         "SELECT {}, m.id, m.decision FROM conversations c
          LEFT JOIN messages m ON m.conversation_id = c.id AND m.first_of_conversation = 1
          WHERE {PAGE_FILTER}",
-        prefixed_columns()
+        conversation_columns("c")
     );
     let mut statement = db.prepare_cached(&sql)?;
     let rows = statement
@@ -337,7 +331,7 @@ pub fn of_accounts(db: &Connection, since: i64, account: Option<&str>) -> StoreR
     };
     let sql = format!(
         "SELECT {}, c.account_id FROM conversations c WHERE {filter} AND c.created_at >= ?1 ORDER BY c.created_at",
-        prefixed_columns()
+        conversation_columns("c")
     );
     let mut statement = db.prepare_cached(&sql)?;
     let rows = statement
