@@ -26,8 +26,27 @@ async fn type_into(client: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
+/// Clicks what `css` matches now: a live re-render can replace the element between finding it
+/// and clicking it, which a person's click never notices, so a stale element is found again.
 async fn click(client: &Client, css: &str) {
-    visible(client, css, SLOW).await.click().await.unwrap();
+    for _ in 0..20 {
+        match visible(client, css, SLOW).await.click().await {
+            Err(e) if e.is_stale_element_reference() => continue,
+            done => return done.unwrap(),
+        }
+    }
+    panic!("`{css}` went stale 20 times in a row");
+}
+
+/// Picks `value` in the `<select>` at `css`, finding it again if a re-render replaced it.
+async fn choose(client: &Client, css: &str, value: &str) {
+    for _ in 0..20 {
+        match visible(client, css, SLOW).await.select_by_value(value).await {
+            Err(e) if e.is_stale_element_reference() => continue,
+            done => return done.unwrap(),
+        }
+    }
+    panic!("`{css}` went stale 20 times in a row");
 }
 
 async fn screenshot(client: &Client, name: &str) {
@@ -100,7 +119,8 @@ async fn a_customer_and_an_agent_work_a_conversation_in_real_browsers() {
     // The customer presses "Talk to a person"; the console shows it within 2 s, no reload.
     click(&customer, "#talk-to-person").await;
     let started = std::time::Instant::now();
-    let item = visible(&agent, &format!(".waiting-item[data-id=\"{id}\"]"), LIVE).await;
+    let item_css = format!(".waiting-item[data-id=\"{id}\"]");
+    visible(&agent, &item_css, LIVE).await;
     let arrived = started.elapsed();
     println!("handoff reached the agent console in {} ms", arrived.as_millis());
     let notice = visible(&customer, "#handoff-notice", SLOW).await.text().await.unwrap();
@@ -108,7 +128,7 @@ async fn a_customer_and_an_agent_work_a_conversation_in_real_browsers() {
     assert_person_button_visible(&customer, "after the handoff").await;
 
     // The agent opens the packet, edits the suggested reply and sends it.
-    item.click().await.unwrap();
+    click(&agent, &item_css).await;
     text_appears(&agent, "#summary", "reset my password", SLOW).await;
     text_appears(&agent, "#transcript .msg.customer", "How do I reset my password?", SLOW).await;
     let suggested = agent.find(Locator::Css("#reply")).await.unwrap().prop("value").await.unwrap().unwrap_or_default();
@@ -123,8 +143,7 @@ async fn a_customer_and_an_agent_work_a_conversation_in_real_browsers() {
     assert_person_button_visible(&customer, "after an agent reply").await;
 
     // The agent resolves with a correction; the customer rates it; the CSAT lands.
-    let select = agent.find(Locator::Css("#corrected-queue")).await.unwrap();
-    select.select_by_value("security").await.unwrap();
+    choose(&agent, "#corrected-queue", "security").await;
     type_into(&agent, "#corrected-topic", "account_access").await;
     click(&agent, "#resolve-button").await;
     visible(&customer, "#csat", Duration::from_secs(10)).await;

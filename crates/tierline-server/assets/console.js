@@ -129,6 +129,9 @@
   function fillQueueSelect() {
     const names = ((state.policy && state.policy.queues) || state.queues).map(nameOf).filter(Boolean);
     const select = dom.correctedQueue;
+    // Rebuilding on every live refresh would close an open list and drop the agent's pick.
+    const shown = [...select.options].slice(1).map((o) => o.value);
+    if (shown.length === names.length && shown.every((n, i) => n === names[i])) return;
     const current = select.value;
     select.replaceChildren(el('option', { value: '' }, 'keep'), ...names.map((n) => el('option', { value: n }, humanize(n))));
     select.value = names.includes(current) ? current : '';
