@@ -178,7 +178,12 @@ struct Job {
     text: TokenizedText,
 }
 
-/// The most work one batch holds, as a share of the time budget (`engine.max_queue_ms`).
+/// The share of the time budget (`engine.max_queue_ms`) that admission plans to fill. The rest
+/// is headroom for what the plan cannot see: the rate moving between batches (other work on the
+/// machine, longer texts), tokenizing, the heads and the HTTP round trip.
+const PLANNED_SHARE_OF_BUDGET: f64 = 0.8;
+
+/// The most work one batch holds, as a share of the planned budget.
 const BATCH_SHARE_OF_BUDGET: f64 = 0.25;
 
 /// A batch may always hold this many tokens (unless configured smaller): below it, per-batch
@@ -234,12 +239,16 @@ impl Shared {
         self.tokens_per_second().min(last).max(1.0)
     }
 
-    /// The batch limits for the next round: at most a quarter of the time budget of work per
+    fn planned_budget_secs(&self) -> f64 {
+        self.limits.max_queue_time.as_secs_f64() * PLANNED_SHARE_OF_BUDGET
+    }
+
+    /// The batch limits for the next round: at most a quarter of the planned budget of work per
     /// batch (at the planning rate), so a request never waits much longer than the budget behind
     /// one large batch that started just before it and another that it shares with later texts.
     /// Where the engine is fast (a GPU) the configured limits are the smaller.
     fn round_limits(&self) -> BatchLimits {
-        let quarter = self.planning_rate() * self.limits.max_queue_time.as_secs_f64() * BATCH_SHARE_OF_BUDGET;
+        let quarter = self.planning_rate() * self.planned_budget_secs() * BATCH_SHARE_OF_BUDGET;
         let mut limits = self.limits.clone();
         limits.max_batch_tokens = limits.max_batch_tokens.min((quarter as usize).max(MIN_BATCH_TOKENS));
         limits
@@ -252,7 +261,7 @@ impl Shared {
         let limit = self.limits.max_queued_texts;
         // The admitted work drains within the budget less one batch: the batch a request shares
         // with texts admitted after it takes the rest.
-        let budget = self.limits.max_queue_time.as_secs_f64() * (1.0 - BATCH_SHARE_OF_BUDGET);
+        let budget = self.planned_budget_secs() * (1.0 - BATCH_SHARE_OF_BUDGET);
         let rate = self.planning_rate();
         let mut queued = self.queued.lock_unpoisoned();
         let over_budget = queued.tokens > 0 && (queued.tokens + tokens) as f64 / rate > budget;

@@ -1,17 +1,73 @@
-//! Dense layer `y = x W^T + b` on gemm (candle's CPU matmul engine), with the bias fused into the
-//! product and the weight stored pre-transposed for gemm's packing.
+//! Dense layer `y = x W^T + b`: a micro-kernel over weights packed once into panels of 16
+//! output columns (AVX2 + FMA), or gemm (candle's CPU matmul engine) with the bias fused into the
+//! product.
+//!
+//! Why the panels: gemm packs the weight into its own layout on every call. At batch 32 that
+//! cost is spread over a thousand rows; at one text (~20 rows) it is a second pass over every
+//! weight, and the layer is memory-bound. The pre-packed panels are read once per call, and the
+//! 6-row tiles keep twelve FMA accumulators busy whatever the batch.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use super::SharedOut;
+use std::sync::OnceLock;
+
+use super::{SharedOut, SimdLevel};
+
+/// Output columns per panel: two AVX2 registers of f32 lanes.
+const PANEL: usize = 16;
+/// Rows per micro-tile: 6 rows x 2 registers = 12 accumulators, plus 2 weight and 1 broadcast
+/// register, fit AVX2's 16.
+const TILE_ROWS: usize = 6;
+/// Rows per task on the panel path.
+const ROW_CHUNK: usize = 48;
 
 pub struct PackedLinear {
-    /// `W^T`, row-major `[in_dim, out_dim]`.
-    weight_t: Vec<f32>,
+    /// `[panels][in_dim][PANEL]`: for each input, the weights of a panel's 16 columns side by
+    /// side, as the micro-kernel loads them. Zero padded to whole panels.
+    panels: Vec<f32>,
+    /// `W^T`, row-major `[in_dim, out_dim]`: gemm's input, made from the panels the first time
+    /// gemm runs, so a machine that never takes that path never holds the weights twice.
+    weight_t: OnceLock<Vec<f32>>,
     bias: Vec<f32>,
+    /// `bias` zero padded to whole panels.
+    padded_bias: Vec<f32>,
     in_dim: usize,
     out_dim: usize,
+}
+
+/// Which path a forward pass takes; `Auto` picks by batch size and CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LinearPath {
+    Auto,
+    Gemm,
+    Panels,
+}
+
+impl LinearPath {
+    /// On AVX2 the panels are as fast as gemm at batch 32 and twice as fast at one text
+    /// (README, "Batch 1"). With AVX-512, gemm's wider kernels keep the long batches: nothing
+    /// here has measured the panels against them there. Without AVX2, gemm.
+    fn choose(self, rows: usize) -> Self {
+        let level = super::simd_level();
+        let panels = cfg!(target_arch = "x86_64") && level != SimdLevel::Baseline;
+        match self {
+            LinearPath::Auto if panels && (level == SimdLevel::V3 || rows < SMALL_BATCH_ROWS) => LinearPath::Panels,
+            LinearPath::Panels if panels => LinearPath::Panels,
+            _ => LinearPath::Gemm,
+        }
+    }
+}
+
+/// Where weight `(input, output)` sits in the panel layout.
+fn panel_index(input: usize, output: usize, in_dim: usize) -> usize {
+    ((output / PANEL) * in_dim + input) * PANEL + output % PANEL
+}
+
+fn pad_to_panels(bias: &[f32]) -> Vec<f32> {
+    let mut padded = bias.to_vec();
+    padded.resize(bias.len().div_ceil(PANEL) * PANEL, 0.0);
+    padded
 }
 
 impl PackedLinear {
@@ -19,13 +75,14 @@ impl PackedLinear {
     pub fn new(weight: &[f32], bias: Vec<f32>, out_dim: usize, in_dim: usize) -> Self {
         assert_eq!(weight.len(), out_dim * in_dim, "weight shape");
         assert_eq!(bias.len(), out_dim, "bias shape");
-        let mut weight_t = vec![0.0; in_dim * out_dim];
+        let mut panels = vec![0.0; out_dim.div_ceil(PANEL) * in_dim * PANEL];
         for o in 0..out_dim {
             for i in 0..in_dim {
-                weight_t[i * out_dim + o] = weight[o * in_dim + i];
+                panels[panel_index(i, o, in_dim)] = weight[o * in_dim + i];
             }
         }
-        Self { weight_t, bias, in_dim, out_dim }
+        let padded_bias = pad_to_panels(&bias);
+        Self { panels, weight_t: OnceLock::new(), bias, padded_bias, in_dim, out_dim }
     }
 
     /// Stacks several layers that read the same input (Q, K, V) into one wider product.
@@ -33,14 +90,32 @@ impl PackedLinear {
         let in_dim = parts[0].in_dim;
         assert!(parts.iter().all(|p| p.in_dim == in_dim), "inputs must match");
         let out_dim: usize = parts.iter().map(|p| p.out_dim).sum();
-        let mut weight_t = Vec::with_capacity(in_dim * out_dim);
-        for i in 0..in_dim {
-            for part in parts {
-                weight_t.extend_from_slice(&part.weight_t[i * part.out_dim..(i + 1) * part.out_dim]);
+        let mut panels = vec![0.0; out_dim.div_ceil(PANEL) * in_dim * PANEL];
+        // Columns move between panels when a part's width is not a multiple of PANEL.
+        let mut target = 0;
+        for part in parts {
+            for o in 0..part.out_dim {
+                for i in 0..in_dim {
+                    panels[panel_index(i, target, in_dim)] = part.panels[panel_index(i, o, in_dim)];
+                }
+                target += 1;
             }
         }
-        let bias = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
-        Self { weight_t, bias, in_dim, out_dim }
+        let bias: Vec<f32> = parts.iter().flat_map(|p| p.bias.iter().copied()).collect();
+        let padded_bias = pad_to_panels(&bias);
+        Self { panels, weight_t: OnceLock::new(), bias, padded_bias, in_dim, out_dim }
+    }
+
+    fn weight_t(&self) -> &[f32] {
+        self.weight_t.get_or_init(|| {
+            let mut weight_t = vec![0.0; self.in_dim * self.out_dim];
+            for i in 0..self.in_dim {
+                for o in 0..self.out_dim {
+                    weight_t[i * self.out_dim + o] = self.panels[panel_index(i, o, self.in_dim)];
+                }
+            }
+            weight_t
+        })
     }
 
     pub fn out_dim(&self) -> usize {
@@ -49,7 +124,15 @@ impl PackedLinear {
 
     /// `out[rows, out_dim] = x[rows, in_dim] W^T + b`; `out` is resized, its buffer reused.
     pub fn forward(&self, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
+        self.forward_with(LinearPath::Auto, x, rows, out, threads);
+    }
+
+    pub(crate) fn forward_with(&self, path: LinearPath, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
         assert_eq!(x.len(), rows * self.in_dim, "input shape");
+        if path.choose(rows) == LinearPath::Panels {
+            self.forward_panels(x, rows, out, threads);
+            return;
+        }
         out.clear();
         out.reserve(rows * self.out_dim);
         for _ in 0..rows {
@@ -58,52 +141,100 @@ impl PackedLinear {
         if rows == 0 {
             return;
         }
-        if threads > 1 && rows < SMALL_BATCH_ROWS {
-            // A short batch (one text is ~36 rows) gives gemm's own row-wise parallelism too
-            // little to split: each thread takes a slice of the output columns instead.
-            let columns = self.out_dim.div_ceil(threads).next_multiple_of(16);
-            let dst = SharedOut::new(out);
-            (0..self.out_dim.div_ceil(columns)).into_par_iter().for_each(|part| {
-                let first = part * columns;
-                let width = columns.min(self.out_dim - first);
-                // SAFETY: each part writes its own column range of `out`.
-                unsafe { self.gemm_columns(x, rows, dst, first, width, Parallelism::None) };
-            });
-            return;
-        }
         let parallelism = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
         // SAFETY: `out` holds rows x out_dim values and no one else writes it.
-        unsafe { self.gemm_columns(x, rows, SharedOut::new(out), 0, self.out_dim, parallelism) };
+        unsafe { self.gemm(x, rows, SharedOut::new(out), parallelism) };
     }
 
-    /// `out[:, first..first + width] += x W^T[:, first..first + width]`.
+    /// The short-batch path: tasks are (row chunk, panel range) rectangles of the output, so
+    /// that one text still keeps every thread busy.
+    fn forward_panels(&self, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
+        out.clear();
+        out.resize(rows * self.out_dim, 0.0);
+        if rows == 0 {
+            return;
+        }
+        let panels = self.out_dim.div_ceil(PANEL);
+        let row_chunks = rows.div_ceil(ROW_CHUNK);
+        let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
+        let panels_per_group = panels.div_ceil(panel_groups);
+        let tasks = row_chunks * panel_groups;
+        let output = SharedOut::new(out);
+        let run = |task: usize| {
+            let (chunk, group) = (task / panel_groups, task % panel_groups);
+            let row_range = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(rows);
+            let panel_range = group * panels_per_group..((group + 1) * panels_per_group).min(panels);
+            // SAFETY: tasks cover disjoint rectangles of `out`, which outlives the scope.
+            unsafe { self.run_panels(x, row_range, panel_range, output) };
+        };
+        if tasks == 1 || threads <= 1 {
+            (0..tasks).for_each(run);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    }
+
+    /// Computes output rows `row_range` x the columns of panels `panel_range`.
     ///
     /// # Safety
-    /// `out` points to `[rows, out_dim]` values, and no other thread writes these columns.
-    unsafe fn gemm_columns(
+    /// The micro-kernel's CPU features are present; `out` points to a `[rows, out_dim]` buffer
+    /// and no other task writes the same rectangle.
+    unsafe fn run_panels(
         &self,
         x: &[f32],
-        rows: usize,
+        row_range: std::ops::Range<usize>,
+        panel_range: std::ops::Range<usize>,
         out: SharedOut,
-        first: usize,
-        width: usize,
-        parallelism: Parallelism,
     ) {
+        let panel_len = self.in_dim * PANEL;
+        for panel in panel_range {
+            let first_column = panel * PANEL;
+            let mut row = row_range.start;
+            while row < row_range.end {
+                let tile_rows = TILE_ROWS.min(row_range.end - row);
+                let tile = Tile {
+                    x: &x[row * self.in_dim..(row + tile_rows) * self.in_dim],
+                    in_dim: self.in_dim,
+                    weights: &self.panels[panel * panel_len..(panel + 1) * panel_len],
+                    bias: &self.padded_bias[first_column..first_column + PANEL],
+                    // SAFETY: `row` and `first_column` are inside the output.
+                    out: unsafe { out.get().add(row * self.out_dim + first_column) },
+                    out_stride: self.out_dim,
+                    columns: PANEL.min(self.out_dim - first_column),
+                };
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the caller checked the features; the tile is inside `out`.
+                unsafe {
+                    avx2::tile(&tile, tile_rows)
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = (tile, tile_rows);
+                row += tile_rows;
+            }
+        }
+    }
+
+    /// `out[rows, out_dim] += x W^T`.
+    ///
+    /// # Safety
+    /// `out` points to `[rows, out_dim]` values, and no other thread writes them.
+    unsafe fn gemm(&self, x: &[f32], rows: usize, out: SharedOut, parallelism: Parallelism) {
+        let weight_t = self.weight_t();
         // SAFETY: all three matrices are row-major with the strides given and the lengths checked
         // by `forward`; dst does not alias the inputs.
         unsafe {
             gemm::gemm(
                 rows,
-                width,
+                self.out_dim,
                 self.in_dim,
-                out.get().add(first),
+                out.get(),
                 1,
                 self.out_dim as isize,
                 true,
                 x.as_ptr(),
                 1,
                 self.in_dim as isize,
-                self.weight_t.as_ptr().add(first),
+                weight_t.as_ptr(),
                 1,
                 self.out_dim as isize,
                 1.0,
@@ -117,5 +248,80 @@ impl PackedLinear {
     }
 }
 
-/// Below this many rows, threads split the output columns rather than gemm splitting rows.
+/// With AVX-512, below this many rows the panels run; from it on, gemm.
 const SMALL_BATCH_ROWS: usize = 128;
+
+/// One micro-tile: up to TILE_ROWS rows of activations times one weight panel.
+struct Tile<'a> {
+    x: &'a [f32],
+    in_dim: usize,
+    weights: &'a [f32],
+    bias: &'a [f32],
+    out: *mut f32,
+    out_stride: usize,
+    columns: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Tile, PANEL};
+
+    /// # Safety
+    /// AVX2 and FMA are present; `tile.out` is valid for `rows` rows of `tile.columns` values.
+    pub(super) unsafe fn tile(tile: &Tile, rows: usize) {
+        unsafe {
+            match rows {
+                6 => tile_rows::<6>(tile),
+                5 => tile_rows::<5>(tile),
+                4 => tile_rows::<4>(tile),
+                3 => tile_rows::<3>(tile),
+                2 => tile_rows::<2>(tile),
+                _ => tile_rows::<1>(tile),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_rows<const R: usize>(tile: &Tile) {
+        let in_dim = tile.in_dim;
+        debug_assert!(tile.x.len() >= R * in_dim && tile.weights.len() == in_dim * PANEL);
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let weights = tile.weights.as_ptr();
+        let x = tile.x.as_ptr();
+        for i in 0..in_dim {
+            // SAFETY: `i < in_dim`: the panel's 16 weights of input i and each row's value i are
+            // inside the slices.
+            unsafe {
+                let low = _mm256_loadu_ps(weights.add(i * PANEL));
+                let high = _mm256_loadu_ps(weights.add(i * PANEL + 8));
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    let value = _mm256_broadcast_ss(&*x.add(r * in_dim + i));
+                    sums[0] = _mm256_fmadd_ps(value, low, sums[0]);
+                    sums[1] = _mm256_fmadd_ps(value, high, sums[1]);
+                }
+            }
+        }
+        // SAFETY: the bias slice holds PANEL values.
+        let (bias_low, bias_high) =
+            unsafe { (_mm256_loadu_ps(tile.bias.as_ptr()), _mm256_loadu_ps(tile.bias.as_ptr().add(8))) };
+        for (r, sums) in acc.iter().enumerate() {
+            let low = _mm256_add_ps(sums[0], bias_low);
+            let high = _mm256_add_ps(sums[1], bias_high);
+            // SAFETY: row r < R is inside the output; a partial panel goes through a local buffer.
+            unsafe {
+                let out = tile.out.add(r * tile.out_stride);
+                if tile.columns == PANEL {
+                    _mm256_storeu_ps(out, low);
+                    _mm256_storeu_ps(out.add(8), high);
+                } else {
+                    let mut buffer = [0.0f32; PANEL];
+                    _mm256_storeu_ps(buffer.as_mut_ptr(), low);
+                    _mm256_storeu_ps(buffer.as_mut_ptr().add(8), high);
+                    std::ptr::copy_nonoverlapping(buffer.as_ptr(), out, tile.columns);
+                }
+            }
+        }
+    }
+}

@@ -87,6 +87,26 @@ fn packed_linear_matches_candle_matmul() {
 }
 
 #[test]
+fn prepacked_panels_agree_with_gemm_for_odd_shapes() {
+    use super::linear::LinearPath;
+    // Partial panels, a partial last tile, a row count over one task's chunk, one row.
+    for (rows, in_dim, out_dim) in [(1, 3, 5), (7, 17, 33), (13, 384, 1152), (50, 1536, 384), (130, 31, 16)] {
+        let x = random(&[rows, in_dim], 0.0);
+        let layer = PackedLinear::new(&random(&[out_dim, in_dim], 0.1), random(&[out_dim], 0.2), out_dim, in_dim);
+        let mut gemm = Vec::new();
+        layer.forward_with(LinearPath::Gemm, &x, rows, &mut gemm, 1);
+        for threads in [1, 2, 3] {
+            let mut panels = vec![f32::NAN; 3];
+            layer.forward_with(LinearPath::Panels, &x, rows, &mut panels, threads);
+            // Only the order of the sums differs: relative to the largest output.
+            let scale = gemm.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let diff = max_abs_diff(&panels, &gemm) / scale;
+            assert!(diff < 1e-5, "{rows}x{in_dim}x{out_dim}, {threads} threads: {diff}");
+        }
+    }
+}
+
+#[test]
 fn concatenated_linear_equals_its_parts() {
     let (rows, in_dim) = (5, 11);
     let x = random(&[rows, in_dim], 0.0);
@@ -185,6 +205,26 @@ fn int8_dot_is_exact_and_quantised_cosine_stays_close_for_odd_sizes() {
     let mut zeros = [1i8; 4];
     assert_eq!(super::quantize_i8(&[0.0; 4], &mut zeros), 0.0);
     assert_eq!(zeros, [0; 4]);
+}
+
+#[test]
+fn int8_row_scan_matches_one_dot_per_row_for_odd_sizes() {
+    for dims in [1usize, 15, 16, 17, 31, 32, 48, 384, 1000] {
+        let rows = 5;
+        let mut matrix = vec![0i8; rows * dims];
+        for (r, row) in matrix.chunks_exact_mut(dims).enumerate() {
+            super::quantize_i8(&random(&[dims], r as f64), row);
+        }
+        let mut query = vec![0i8; dims];
+        super::quantize_i8(&random(&[dims], 9.0), &mut query);
+        // The extremes: -127 * -127 in every lane must not overflow the pairwise sums.
+        matrix[..dims].fill(-127);
+        query[0] = -127;
+        let mut scores = vec![0i32; rows];
+        super::dot_i8_rows(&matrix, &query, &mut scores);
+        let expected: Vec<i32> = matrix.chunks_exact(dims).map(|row| super::dot_i8(row, &query)).collect();
+        assert_eq!(scores, expected, "dims {dims}");
+    }
 }
 
 #[test]

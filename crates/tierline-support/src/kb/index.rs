@@ -345,12 +345,13 @@ impl KbIndex {
         let dims = self.dims;
         let mut query_i8 = vec![0i8; dims];
         let query_scale = kernels::quantize_i8(query, &mut query_i8);
-        let mut scored: Vec<(usize, f32)> = (0..self.passages.len())
-            .filter(|&i| filter.allows(&self.passages[i]))
-            .map(|i| {
-                let row = &self.dense_i8[i * dims..(i + 1) * dims];
-                (i, kernels::dot_i8(row, &query_i8) as f32 * self.dense_scales[i] * query_scale)
-            })
+        let mut dots = vec![0i32; self.passages.len()];
+        kernels::dot_i8_rows(&self.dense_i8, &query_i8, &mut dots);
+        let mut scored: Vec<(usize, f32)> = dots
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| filter.allows(&self.passages[i]))
+            .map(|(i, &dot)| (i, dot as f32 * self.dense_scales[i] * query_scale))
             .collect();
         // Quantisation moves scores by ~1e-3: a margin of candidates keeps the exact top k.
         let candidates = (k + RESCORE_MARGIN).min(scored.len());
