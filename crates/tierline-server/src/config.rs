@@ -12,6 +12,10 @@ use tierline_support::settings::{KbConfig, PrivacyConfig, SupportConfig};
 /// Prefix of environment overrides: `TIERLINE_SERVER__PORT=9000` sets `server.port`.
 pub const ENV_PREFIX: &str = "TIERLINE_";
 
+/// Variables under the prefix that are not configuration: the command line's own (`--config`,
+/// `--key`), the kernel override, and the bench scripts' binary.
+const NOT_CONFIG: [&str; 4] = ["TIERLINE_CONFIG", "TIERLINE_KEY", "TIERLINE_SIMD", "TIERLINE_BIN"];
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -170,6 +174,9 @@ fn apply_env_override(table: &mut toml::Table, var: &str, raw: &str) -> anyhow::
     let Some(path) = var.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
+    if NOT_CONFIG.contains(&var) {
+        return Ok(());
+    }
     let keys: Vec<String> = path.split("__").map(|part| part.to_ascii_lowercase()).collect();
     if keys.iter().any(|key| key.is_empty()) {
         bail!("environment variable {var} does not name a config key");
@@ -224,6 +231,9 @@ mod tests {
                 ("TIERLINE_MODELS__SOURCES", "[\"pip\"]"),
                 ("TIERLINE_DATA_DIR", "/tmp/x"),
                 ("TIERLINE_ENGINE__PRECISION", "int8"),
+                // Not configuration: `TIERLINE_KEY=... tierline bench encoder --url` must work.
+                ("TIERLINE_KEY", "secret"),
+                ("TIERLINE_CONFIG", "other.toml"),
             ]),
         )
         .unwrap();

@@ -45,15 +45,13 @@ pub(crate) enum LinearPath {
 }
 
 impl LinearPath {
-    /// On AVX2 the panels are as fast as gemm at batch 32 and twice as fast at one text
-    /// (README, "Batch 1"). With AVX-512, gemm's wider kernels keep the long batches: nothing
-    /// here has measured the panels against them there. Without AVX2, gemm.
-    fn choose(self, rows: usize) -> Self {
-        let level = super::simd_level();
-        let panels = cfg!(target_arch = "x86_64") && level != SimdLevel::Baseline;
+    /// With AVX2 the panels, at every batch size: on an AVX-512 Xeon they matched gemm's
+    /// AVX-512 kernels at batch 32 and were twice as fast at one text (README, "Batch 1").
+    /// Without AVX2, gemm.
+    fn choose(self) -> Self {
+        let panels = cfg!(target_arch = "x86_64") && super::simd_level() != SimdLevel::Baseline;
         match self {
-            LinearPath::Auto if panels && (level == SimdLevel::V3 || rows < SMALL_BATCH_ROWS) => LinearPath::Panels,
-            LinearPath::Panels if panels => LinearPath::Panels,
+            LinearPath::Auto | LinearPath::Panels if panels => LinearPath::Panels,
             _ => LinearPath::Gemm,
         }
     }
@@ -129,7 +127,7 @@ impl PackedLinear {
 
     pub(crate) fn forward_with(&self, path: LinearPath, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
         assert_eq!(x.len(), rows * self.in_dim, "input shape");
-        if path.choose(rows) == LinearPath::Panels {
+        if path.choose() == LinearPath::Panels {
             self.forward_panels(x, rows, out, threads);
             return;
         }
@@ -247,9 +245,6 @@ impl PackedLinear {
         }
     }
 }
-
-/// With AVX-512, below this many rows the panels run; from it on, gemm.
-const SMALL_BATCH_ROWS: usize = 128;
 
 /// One micro-tile: up to TILE_ROWS rows of activations times one weight panel.
 struct Tile<'a> {

@@ -391,17 +391,10 @@ impl KbIndex {
         dense_weight: f32,
     ) -> anyhow::Result<Vec<Hit>> {
         let depth = k.max(50);
-        // Hybrid runs both retrievers at once: latency is the slower of the two, not their sum.
-        let (bm25, dense) = match mode {
-            Mode::Bm25 => (self.bm25(query, depth, filter)?, Vec::new()),
-            Mode::Dense => (Vec::new(), self.dense_search(query_embedding, depth, filter)),
-            Mode::Hybrid => std::thread::scope(|scope| {
-                let bm25 = scope.spawn(|| self.bm25(query, depth, filter));
-                let dense = self.dense_search(query_embedding, depth, filter);
-                let bm25 = bm25.join().map_err(|_| anyhow::anyhow!("bm25 search panicked"))?;
-                anyhow::Ok((bm25?, dense))
-            })?,
-        };
+        // Hybrid runs the two retrievers one after the other: a thread per query cost more in
+        // the tail (p99) than the overlap saved, and a busy server has no idle core to give.
+        let bm25 = if mode == Mode::Dense { Vec::new() } else { self.bm25(query, depth, filter)? };
+        let dense = if mode == Mode::Bm25 { Vec::new() } else { self.dense_search(query_embedding, depth, filter) };
         let mut fused: HashMap<usize, Hit> = HashMap::new();
         // A single-mode search keeps that mode's raw score; hybrid sums weighted reciprocal ranks.
         let lists = [(&bm25, Mode::Bm25, 1.0 - dense_weight), (&dense, Mode::Dense, dense_weight)];
