@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use common::browser::{self, assert_person_button_visible, text_appears, visible};
 use common::server::TestServer;
+use fantoccini::elements::Element;
+use fantoccini::error::CmdError;
 use fantoccini::{Client, Locator};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -26,11 +28,11 @@ async fn type_into(client: &Client, css: &str, text: &str) {
     field.send_keys(text).await.unwrap();
 }
 
-/// Clicks what `css` matches now: a live re-render can replace the element between finding it
-/// and clicking it, which a person's click never notices, so a stale element is found again.
-async fn click(client: &Client, css: &str) {
+/// Does `act` to what `css` matches now: a live re-render can replace the element between finding
+/// it and acting on it, which a person never notices, so a stale element is found again.
+async fn on_current(client: &Client, css: &str, act: impl AsyncFn(Element) -> Result<(), CmdError>) {
     for _ in 0..20 {
-        match visible(client, css, SLOW).await.click().await {
+        match act(visible(client, css, SLOW).await).await {
             Err(e) if e.is_stale_element_reference() => continue,
             done => return done.unwrap(),
         }
@@ -38,15 +40,13 @@ async fn click(client: &Client, css: &str) {
     panic!("`{css}` went stale 20 times in a row");
 }
 
-/// Picks `value` in the `<select>` at `css`, finding it again if a re-render replaced it.
+async fn click(client: &Client, css: &str) {
+    on_current(client, css, async |element| element.click().await).await;
+}
+
+/// Picks `value` in the `<select>` at `css`.
 async fn choose(client: &Client, css: &str, value: &str) {
-    for _ in 0..20 {
-        match visible(client, css, SLOW).await.select_by_value(value).await {
-            Err(e) if e.is_stale_element_reference() => continue,
-            done => return done.unwrap(),
-        }
-    }
-    panic!("`{css}` went stale 20 times in a row");
+    on_current(client, css, async |element| element.select_by_value(value).await).await;
 }
 
 async fn screenshot(client: &Client, name: &str) {

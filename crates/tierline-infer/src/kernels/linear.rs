@@ -8,19 +8,10 @@
 //! 6-row tiles keep twelve FMA accumulators busy whatever the batch.
 
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use std::sync::OnceLock;
 
-use super::{SharedOut, SimdLevel};
-
-/// Output columns per panel: two AVX2 registers of f32 lanes.
-const PANEL: usize = 16;
-/// Rows per micro-tile: 6 rows x 2 registers = 12 accumulators, plus 2 weight and 1 broadcast
-/// register, fit AVX2's 16.
-const TILE_ROWS: usize = 6;
-/// Rows per task on the panel path.
-const ROW_CHUNK: usize = 48;
+use super::{for_each_block, SharedOut, SimdLevel, PANEL, TILE_ROWS};
 
 pub struct PackedLinear {
     /// `[panels][in_dim][PANEL]`: for each input, the weights of a panel's 16 columns side by
@@ -152,24 +143,11 @@ impl PackedLinear {
         if rows == 0 {
             return;
         }
-        let panels = self.out_dim.div_ceil(PANEL);
-        let row_chunks = rows.div_ceil(ROW_CHUNK);
-        let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
-        let panels_per_group = panels.div_ceil(panel_groups);
-        let tasks = row_chunks * panel_groups;
         let output = SharedOut::new(out);
-        let run = |task: usize| {
-            let (chunk, group) = (task / panel_groups, task % panel_groups);
-            let row_range = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(rows);
-            let panel_range = group * panels_per_group..((group + 1) * panels_per_group).min(panels);
-            // SAFETY: tasks cover disjoint rectangles of `out`, which outlives the scope.
+        for_each_block(rows, self.out_dim.div_ceil(PANEL), threads, |row_range, panel_range| {
+            // SAFETY: the blocks are disjoint rectangles of `out`, which outlives the call.
             unsafe { self.run_panels(x, row_range, panel_range, output) };
-        };
-        if tasks == 1 || threads <= 1 {
-            (0..tasks).for_each(run);
-        } else {
-            (0..tasks).into_par_iter().for_each(run);
-        }
+        });
     }
 
     /// Computes output rows `row_range` x the columns of panels `panel_range`.
@@ -304,19 +282,8 @@ mod avx2 {
         for (r, sums) in acc.iter().enumerate() {
             let low = _mm256_add_ps(sums[0], bias_low);
             let high = _mm256_add_ps(sums[1], bias_high);
-            // SAFETY: row r < R is inside the output; a partial panel goes through a local buffer.
-            unsafe {
-                let out = tile.out.add(r * tile.out_stride);
-                if tile.columns == PANEL {
-                    _mm256_storeu_ps(out, low);
-                    _mm256_storeu_ps(out.add(8), high);
-                } else {
-                    let mut buffer = [0.0f32; PANEL];
-                    _mm256_storeu_ps(buffer.as_mut_ptr(), low);
-                    _mm256_storeu_ps(buffer.as_mut_ptr().add(8), high);
-                    std::ptr::copy_nonoverlapping(buffer.as_ptr(), out, tile.columns);
-                }
-            }
+            // SAFETY: row r < R is inside the output, `tile.columns` values wide.
+            unsafe { super::super::store_panel_row(tile.out.add(r * tile.out_stride), low, high, tile.columns) };
         }
     }
 }

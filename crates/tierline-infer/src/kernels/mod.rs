@@ -100,6 +100,71 @@ impl SharedOut {
     }
 }
 
+/// Output columns per panel of the register-blocked dense kernels (f32 and int8): two AVX2
+/// registers of 32-bit lanes.
+pub(crate) const PANEL: usize = 16;
+/// Rows per micro-tile: 6 rows x 2 registers = 12 accumulators, plus 2 weight and 1 broadcast
+/// register, fit AVX2's 16.
+pub(crate) const TILE_ROWS: usize = 6;
+/// Rows per task: a task's activations (48 x 1536 values at most for BERT-base widths) stay in
+/// L2 while every weight panel streams past them.
+pub(crate) const ROW_CHUNK: usize = 48;
+
+/// Runs `block(row_range, panel_range)` over rectangles of an output of `rows` rows and `panels`
+/// panels that together cover it once: row chunks when the batch is large, panel ranges too when
+/// it is small, so that one text still keeps every thread busy.
+pub(crate) fn for_each_block(
+    rows: usize,
+    panels: usize,
+    threads: usize,
+    block: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
+) {
+    let row_chunks = rows.div_ceil(ROW_CHUNK);
+    let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
+    let panels_per_group = panels.div_ceil(panel_groups);
+    let tasks = row_chunks * panel_groups;
+    let run = |task: usize| {
+        let (chunk, group) = (task / panel_groups, task % panel_groups);
+        let row_range = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(rows);
+        let panel_range = group * panels_per_group..((group + 1) * panels_per_group).min(panels);
+        block(row_range, panel_range);
+    };
+    if tasks == 1 || threads <= 1 {
+        (0..tasks).for_each(run);
+    } else {
+        use rayon::prelude::*;
+        (0..tasks).into_par_iter().for_each(run);
+    }
+}
+
+/// Stores one output row of a panel (two registers) at `out`: only `columns` values when the
+/// panel is partial, through a local buffer.
+///
+/// # Safety
+/// AVX2 is present; `out` is valid for `columns` (at most PANEL) values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn store_panel_row(
+    out: *mut f32,
+    low: std::arch::x86_64::__m256,
+    high: std::arch::x86_64::__m256,
+    columns: usize,
+) {
+    use std::arch::x86_64::_mm256_storeu_ps;
+    // SAFETY: the caller guarantees `columns` values at `out`; the buffer holds PANEL.
+    unsafe {
+        if columns == PANEL {
+            _mm256_storeu_ps(out, low);
+            _mm256_storeu_ps(out.add(8), high);
+        } else {
+            let mut row = [0.0f32; PANEL];
+            _mm256_storeu_ps(row.as_mut_ptr(), low);
+            _mm256_storeu_ps(row.as_mut_ptr().add(8), high);
+            std::ptr::copy_nonoverlapping(row.as_ptr(), out, columns);
+        }
+    }
+}
+
 /// Lanes used by the accumulator arrays: one AVX-512 register of f32.
 pub(crate) const LANES: usize = 16;
 

@@ -9,18 +9,8 @@
 //! (the activation range is capped so that no sum can overflow), so the AVX2 kernel and the
 //! portable one agree bit for bit, which the tests check.
 
-use rayon::prelude::*;
+use super::{for_each_block, SharedOut, PANEL, TILE_ROWS};
 
-use super::SharedOut;
-
-/// Output columns per panel: two AVX2 registers of i32 lanes.
-const PANEL: usize = 16;
-/// Rows per micro-tile: 6 rows x 2 registers = 12 accumulators, plus 2 weight and 1 broadcast
-/// register, fit AVX2's 16.
-const TILE_ROWS: usize = 6;
-/// Rows per task: a task's quantised activations (48 x 1536 x 2 bytes at most for BERT-base
-/// widths) stay in L2 while every weight panel streams past them.
-const ROW_CHUNK: usize = 48;
 /// Largest quantised weight magnitude (symmetric int8, -128 unused).
 const QMAX: f32 = 127.0;
 /// Largest quantised activation magnitude. `vpmaddwd` multiplies 16-bit values whatever their
@@ -148,26 +138,12 @@ impl QuantizedLinear {
             _ => Kernel::Portable,
         };
 
-        // Tasks are (row chunk, panel range) rectangles of the output: row chunks when the batch
-        // is large, panel ranges too when it is small (batch 1 still keeps every thread busy).
-        let row_chunks = rows.div_ceil(ROW_CHUNK);
-        let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
-        let panels_per_group = self.panels.div_ceil(panel_groups);
-        let tasks = row_chunks * panel_groups;
         let output = SharedOut::new(out);
         let scratch = &*scratch;
-        let run = |task: usize| {
-            let (chunk, group) = (task / panel_groups, task % panel_groups);
-            let row_range = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(rows);
-            let panel_range = group * panels_per_group..((group + 1) * panels_per_group).min(self.panels);
-            // SAFETY: tasks cover disjoint rectangles of `out`, which outlives the scope.
+        for_each_block(rows, self.panels, threads, |row_range, panel_range| {
+            // SAFETY: the blocks are disjoint rectangles of `out`, which outlives the call.
             unsafe { self.run_block(kernel, scratch, row_range, panel_range, output) };
-        };
-        if tasks == 1 || threads <= 1 {
-            (0..tasks).for_each(run);
-        } else {
-            (0..tasks).into_par_iter().for_each(run);
-        }
+        });
     }
 
     /// Computes output rows `row_range` x columns of panels `panel_range`.
@@ -315,19 +291,8 @@ mod avx2 {
                 _mm256_mul_ps(_mm256_cvtepi32_ps(sums[1]), _mm256_mul_ps(scale_high, row_scale)),
                 bias_high,
             );
-            // SAFETY: row r < R is inside the output; partial panels go through a local buffer.
-            unsafe {
-                let out = tile.out.add(r * tile.out_stride);
-                if tile.columns == PANEL {
-                    _mm256_storeu_ps(out, low);
-                    _mm256_storeu_ps(out.add(8), high);
-                } else {
-                    let mut row = [0.0f32; PANEL];
-                    _mm256_storeu_ps(row.as_mut_ptr(), low);
-                    _mm256_storeu_ps(row.as_mut_ptr().add(8), high);
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), out, tile.columns);
-                }
-            }
+            // SAFETY: row r < R is inside the output, `tile.columns` values wide.
+            unsafe { super::super::store_panel_row(tile.out.add(r * tile.out_stride), low, high, tile.columns) };
         }
     }
 }
