@@ -136,10 +136,27 @@ impl Support {
             _ => None,
         };
         let moving_on = opens_with(policy, text);
-        let mut forced: Vec<Reason> =
-            repeated_question(policy, history, &reading.embedding, answer.as_ref(), moving_on).into_iter().collect();
+        let asking = asks(text);
+        // Pushing back while asking is asking again; "I did that, but it still spins" reports.
+        let pushback = asking && pushes_back(policy, text);
+        let reread = Reread { moving_on, asking, pushback };
+        let mut forced: Vec<Reason> = clarified(policy, history, text)
+            .or_else(|| repeated_question(policy, history, &reading.embedding, answer.as_ref(), reread))
+            .into_iter()
+            .collect();
         let follow_up = earlier.last().map(|previous| FollowUp::of(policy, text, reading, previous, answer.as_ref()));
         let new_issue = follow_up == Some(FollowUp::NewQuestion);
+        tracing::debug!(
+            conversation = %conversation.id,
+            closest_earlier = closest_earlier(history, &reading.embedding),
+            moving_on,
+            pushback,
+            follow_up = ?follow_up,
+            article = answer.as_ref().filter(|a| a.answered).and_then(|a| a.citations.first()).map(|c| c.article_id.as_str()),
+            confidence = answer.as_ref().map(|a| a.confidence),
+            repeat = !forced.is_empty(),
+            "conversation turn read"
+        );
         if forced.is_empty() && !new_issue && conversation.ai_exchanges >= policy.conversation.max_ai_exchanges {
             forced.push(Reason::new(
                 ReasonCode::ExchangeLimit,
@@ -147,7 +164,8 @@ impl Support {
                 Some(conversation.ai_exchanges as f32),
             ));
         }
-        let decision = triage::decide(policy, reading, Channel::Chat, signals, forced, answer.as_ref());
+        let channel = Channel::Chat { follow_up: !earlier.is_empty() };
+        let decision = triage::decide(policy, reading, channel, signals, forced, answer.as_ref());
         let handoff = decision.tier != Tier::Auto;
         let reply = match answer.as_ref().filter(|_| !handoff) {
             Some(answer) => {
@@ -205,9 +223,10 @@ impl Support {
 /// A thank-you, a confirmation or a hello: no handoff, and the issue counts as resolved (the next
 /// question starts a new attempt).
 fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>, text: String) -> Planned {
-    let mut decision = triage::decide(policy, reading, Channel::Chat, signals, Vec::new(), None);
-    if decision.tier != Tier::Auto {
-        // A thank-you or a hello needs no person, whatever its kind reads.
+    let mut decision = triage::decide(policy, reading, Channel::Chat { follow_up: false }, signals, Vec::new(), None);
+    let marked = decision.reasons.iter().any(|r| r.code == ReasonCode::CustomerConfirmed);
+    if decision.tier != Tier::Auto || !marked {
+        // A thank-you or a hello needs no person, whatever its kind reads; it closes the issue.
         decision.tier = Tier::Auto;
         decision.reasons =
             vec![Reason::new(ReasonCode::CustomerConfirmed, "the customer thanked, confirmed or greeted", None)];
@@ -242,6 +261,11 @@ impl FollowUp {
     ) -> Self {
         let unresolved =
             !phrases::matches(&phrases::normalise(text), &policy.conversation.unresolved_phrases).is_empty();
+        let announced =
+            !phrases::matches(&phrases::normalise(text), &policy.conversation.new_question_phrases).is_empty();
+        if announced && asks(text) {
+            return FollowUp::NewQuestion;
+        }
         if unresolved || !asks(text) {
             return FollowUp::SameIssue;
         }
@@ -255,10 +279,31 @@ impl FollowUp {
     }
 }
 
-/// Whether the message opens by acknowledging the last answer and moving on.
+/// Whether the message opens by acknowledging the last answer and moving on ("Thanks. And how
+/// do I...?"), without pushing back on it ("Ok, but where do I actually...?").
 fn opens_with(policy: &Policy, text: &str) -> bool {
-    let opening: String = phrases::normalise(text).split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-    !phrases::matches(&format!(" {opening} "), &policy.conversation.moving_on_phrases).is_empty()
+    let rules = &policy.conversation;
+    if pushes_back(policy, text) {
+        return false;
+    }
+    let words = phrases::normalise(text);
+    if !phrases::matches(&words, &rules.new_question_phrases).is_empty() {
+        return true;
+    }
+    let opening: String = words.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+    if !phrases::matches(&format!(" {opening} "), &rules.moving_on_phrases).is_empty() {
+        return true;
+    }
+    // A conjunction moves on only where a sentence starts: "Done. And...", not "date and time".
+    text.split(['.', '!', '?', ';', ':', ',', '–', '—'])
+        .take(2)
+        .filter_map(|sentence| phrases::normalise(sentence).split_whitespace().next().map(String::from))
+        .any(|first| rules.follow_on_words.iter().any(|w| w.eq_ignore_ascii_case(&first)))
+}
+
+/// Whether the message pushes back on the last answer ("but", "actually", "I still don't get it").
+fn pushes_back(policy: &Policy, text: &str) -> bool {
+    !phrases::matches(&phrases::normalise(text), &policy.conversation.pushback_phrases).is_empty()
 }
 
 /// Whether a message asks something: a question mark, or an opening question word.
@@ -274,17 +319,50 @@ fn asks(text: &str) -> bool {
     OPENERS.contains(&first.trim_end_matches(|c: char| !c.is_alphanumeric()))
 }
 
-/// An earlier customer message this one asks again: close enough in meaning on its own, or
-/// close and about to get the very article the AI already answered it with.
+/// How the message reads against the last answer.
+#[derive(Debug, Clone, Copy)]
+struct Reread {
+    /// It acknowledges the answer and moves on ("Thanks. And...").
+    moving_on: bool,
+    /// It asks something (a report of what the customer did is not asking again).
+    asking: bool,
+    /// It asks while pushing back on the answer ("Ok, but where do I actually...?").
+    pushback: bool,
+}
+
+/// The customer says the AI's answer missed the question ("I mean the size of the body", "the
+/// question was...", "you answered about the tax ID"): a repeat in other words, at once.
+fn clarified(policy: &Policy, history: &[MessageRow], text: &str) -> Option<Reason> {
+    history.iter().rev().find_map(|m| m.ai_reply()).filter(|reply| !reply.handoff)?;
+    let words = phrases::normalise(text);
+    let said = phrases::affirmed(
+        &words,
+        &policy.conversation.clarification_phrases,
+        &policy.negation.words,
+        policy.negation.window,
+    );
+    let phrase = said.first()?;
+    Some(Reason::new(
+        ReasonCode::RepeatedQuestion,
+        format!("the customer says the answer missed the question (\"{phrase}\")"),
+        None,
+    ))
+}
+
+/// An earlier customer message this one asks again: close enough in meaning on its own, or,
+/// asking about the issue still open, close and about to get the very article the AI already
+/// answered it with.
 fn repeated_question(
     policy: &Policy,
     history: &[MessageRow],
     embedding: &[f32],
     answer: Option<&crate::kb::Answer>,
-    moving_on: bool,
+    reread: Reread,
 ) -> Option<Reason> {
     let new_article = answer.filter(|a| a.answered).and_then(|a| a.citations.first()).map(|c| c.article_id.as_str());
     let rules = &policy.conversation;
+    // A thank-you or a confirmation closes the issues before it: a related question after it is new.
+    let open_from = history.iter().rposition(confirmed).map_or(0, |at| at + 1);
     let mut best: Option<(&MessageRow, f32)> = None;
     for (index, message) in history.iter().enumerate() {
         let Some(earlier) = message.embedding.as_ref().filter(|_| message.role == Role::Customer) else { continue };
@@ -296,9 +374,14 @@ fn repeated_question(
             .and_then(|r| r.citations.first())
             .map(|c| c.article_id.as_str());
         // "Thanks. And how do I...?" acknowledges the answer: a related question, not a repeat.
-        let same_answer = !moving_on && new_article.is_some() && answered_with == new_article;
-        let repeats =
-            similarity >= rules.repeat_similarity || (same_answer && similarity >= rules.repeat_similarity_same_answer);
+        let same_answer = !reread.moving_on
+            && reread.asking
+            && index >= open_from
+            && new_article.is_some()
+            && answered_with == new_article;
+        let same_answer_bar =
+            if reread.pushback { rules.repeat_similarity_pushback } else { rules.repeat_similarity_same_answer };
+        let repeats = similarity >= rules.repeat_similarity || (same_answer && similarity >= same_answer_bar);
         if repeats && best.is_none_or(|(_, s)| similarity > s) {
             best = Some((message, similarity));
         }
@@ -310,6 +393,21 @@ fn repeated_question(
         format!("the customer repeated an earlier question (\"{quoted}\", similarity {similarity:.2})"),
         Some(similarity),
     ))
+}
+
+/// Whether a stored customer message thanked or confirmed (it closed the issue before it).
+fn confirmed(message: &MessageRow) -> bool {
+    message.decision().is_some_and(|d| d.decision.reasons.iter().any(|r| r.code == ReasonCode::CustomerConfirmed))
+}
+
+/// The highest cosine between this message and an earlier customer message (for the turn's trace).
+fn closest_earlier(history: &[MessageRow], embedding: &[f32]) -> f32 {
+    history
+        .iter()
+        .filter(|m| m.role == Role::Customer)
+        .filter_map(|m| m.embedding.as_ref())
+        .map(|e| tierline_infer::kernels::dot(e, embedding))
+        .fold(0.0, f32::max)
 }
 
 /// A person owns the conversation: store the message for them, no AI reply.

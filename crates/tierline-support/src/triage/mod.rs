@@ -192,6 +192,8 @@ pub const THANKS_KIND: &str = "thanks";
 /// The kind that marks a ticket that is a signal and nothing else: when no signal fired, it says
 /// nothing about what is asked, so the kind is read among the others.
 pub const INCIDENT_KIND: &str = "incident";
+/// The kind of a message that asks for nothing support can do (small talk, spam).
+pub const OTHER_KIND: &str = "other";
 
 /// What the message asks for apart from any signal.
 pub fn request_kind(reading: &Reading) -> Option<(String, f32)> {
@@ -242,23 +244,43 @@ pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
     by_model || (said && !failed)
 }
 
-/// Whether a message only greets ("hi there", "hello?"): answered with a hello, never handed off.
+/// Whether a message only greets ("hi there", "good afternoon", "Hi! A few setup questions if
+/// that's ok"): answered with a hello that invites the question, never handed off. A longer
+/// message counts only when it asks nothing and the `kind` head reads no request in it.
 pub fn is_greeting(reading: &Reading) -> bool {
     let words: Vec<String> = phrases::normalise(&reading.prepared.text).split_whitespace().map(String::from).collect();
-    !words.is_empty() && words.len() <= 3 && segments::is_greeting_word(&words[0])
+    let Some(first) = words.first() else { return false };
+    let second = words.get(1).map_or("", String::as_str);
+    let greets = segments::is_greeting_word(first)
+        || TIMES_OF_DAY.contains(&first.as_str())
+        || (first == "good" && TIMES_OF_DAY.contains(&second));
+    if !greets {
+        return false;
+    }
+    words.len() <= 3
+        || (!reading.prepared.text.contains('?') && request_kind(reading).is_some_and(|(kind, _)| kind == OTHER_KIND))
 }
 
-/// Decides for one customer message. `escalations` are reasons that send it to a person
-/// whatever else holds (a repeated question, the exchange limit); `answer` is the knowledge
-/// base's answer (None when it was not consulted).
+/// "Morning!", "good evening".
+const TIMES_OF_DAY: &[&str] = &["morning", "afternoon", "evening", "day"];
+
 /// Where a message is decided: a ticket in a queue, or a turn of a live chat (where the AI may
 /// attempt `conversation.attempt_kinds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     Ticket,
-    Chat,
+    /// `follow_up`: a later message of the chat. Read alone, a follow-up ("what about members,
+    /// can they?", "we're on the free plan, is that a problem?") rarely shows its kind, so the
+    /// kind head does not gate it: the answer read with the conversation does, and the exchange
+    /// limit and "talk to a person" guard the rest.
+    Chat {
+        follow_up: bool,
+    },
 }
 
+/// Decides for one customer message. `escalations` are reasons that send it to a person
+/// whatever else holds (a repeated question, the exchange limit); `answer` is the knowledge
+/// base's answer (None when it was not consulted).
 pub fn decide(
     policy: &Policy,
     reading: &Reading,
@@ -350,8 +372,9 @@ fn self_service(
         );
         return (Tier::Auto, vec![reason], *score);
     }
-    if let Some((label, score)) = kind {
-        let attempted = channel == Channel::Chat && policy.conversation.attempt_kinds.contains(label);
+    if let Some((label, score)) = kind.filter(|_| channel != Channel::Chat { follow_up: true }) {
+        let attempted =
+            channel == Channel::Chat { follow_up: false } && policy.conversation.attempt_kinds.contains(label);
         let self_serve = policy.self_service_kinds.contains(label) || attempted;
         if !self_serve || *score < policy.min_kind_confidence {
             let why = if self_serve {

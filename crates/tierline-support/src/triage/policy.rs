@@ -160,6 +160,10 @@ pub struct ConversationRules {
     /// A lower cosine that still makes a repeat when the knowledge base would answer the new
     /// message with the article the AI already gave the earlier one.
     pub repeat_similarity_same_answer: f32,
+    /// A lower cosine still that makes a repeat when the customer also pushes back on the last
+    /// answer (`pushback_phrases`) and the knowledge base would give the same article again.
+    #[serde(default = "default_repeat_similarity_pushback")]
+    pub repeat_similarity_pushback: f32,
     /// A question whose cosine to every message of the current issue is below this starts a new
     /// issue (the count of unresolved answers restarts).
     pub new_question_similarity: f32,
@@ -184,6 +188,23 @@ pub struct ConversationRules {
     /// Openings that acknowledge the last answer and move on ("Thanks. And...", "Great, one
     /// more thing"): what follows is a new question, never a repeat.
     pub moving_on_phrases: Vec<String>,
+    /// Conjunctions that move on when they open a sentence of the message's opening ("Makes
+    /// sense. And if..."), never anywhere else: "and" inside "date and time" moves nowhere.
+    #[serde(default)]
+    pub follow_on_words: Vec<String>,
+    /// Words that push back on the last answer ("but", "actually", "I mean"): the customer is
+    /// asking the same thing again, so a lower cosine makes a repeat (see
+    /// `repeat_similarity_pushback`) and the opening does not count as moving on.
+    #[serde(default)]
+    pub pushback_phrases: Vec<String>,
+    /// Phrases that announce a different question anywhere in the message ("separate question:",
+    /// "one more thing"): a new attempt, never a repeat.
+    #[serde(default)]
+    pub new_question_phrases: Vec<String>,
+    /// Phrases that say the last answer missed the question ("I mean...", "the question was",
+    /// "you answered about X"): a repeat in other words, handed to a person at once.
+    #[serde(default)]
+    pub clarification_phrases: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -445,6 +466,7 @@ impl Policy {
         probability("conversation.repeat_similarity", self.conversation.repeat_similarity)?;
         probability("conversation.new_question_similarity", self.conversation.new_question_similarity)?;
         probability("conversation.repeat_similarity_same_answer", self.conversation.repeat_similarity_same_answer)?;
+        probability("conversation.repeat_similarity_pushback", self.conversation.repeat_similarity_pushback)?;
         probability("conversation.min_answer_confidence", self.conversation.min_answer_confidence)?;
         probability("conversation.thanks_threshold", self.conversation.thanks_threshold)?;
         if self.languages.is_empty() {
@@ -499,4 +521,8 @@ mod tests {
         let err = format!("{:#}", Policy::parse(&out_of_range).unwrap_err());
         assert!(err.contains("conversation.repeat_similarity"), "{err}");
     }
+}
+
+fn default_repeat_similarity_pushback() -> f32 {
+    0.5
 }
