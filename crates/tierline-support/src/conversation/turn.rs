@@ -334,9 +334,8 @@ struct Reread {
 /// question was...", "you answered about the tax ID"): a repeat in other words, at once.
 fn clarified(policy: &Policy, history: &[MessageRow], text: &str) -> Option<Reason> {
     history.iter().rev().find_map(|m| m.ai_reply()).filter(|reply| !reply.handoff)?;
-    let words = phrases::normalise(text);
     let said = phrases::affirmed(
-        &words,
+        text,
         &policy.conversation.clarification_phrases,
         &policy.negation.words,
         policy.negation.window,
@@ -464,4 +463,64 @@ fn customer_record(text: String, decision: &Decision, reading: Reading) -> NewMe
         topic: classification.label("topic").map(|(label, _)| label.to_string()),
     };
     NewMessage::customer(text, stored, reading.embedding)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ai_reply(text: &str, handoff: bool) -> MessageRow {
+        MessageRow {
+            id: 1,
+            role: Role::Ai,
+            author: None,
+            text: text.into(),
+            created_at: 0,
+            detail: Some(crate::store::MessageDetail::Ai(AiReply { citations: Vec::new(), handoff })),
+            embedding: None,
+        }
+    }
+
+    fn shipped() -> Policy {
+        Policy::parse(include_str!("../../../../models/policy.toml")).unwrap()
+    }
+
+    #[test]
+    fn conjunctions_move_on_only_where_a_sentence_starts() {
+        let policy = shipped();
+        assert!(opens_with(&policy, "Makes sense. And if I remove a seat later, do I get money back?"));
+        assert!(opens_with(&policy, "Done. And where do I find the recovery codes?"));
+        assert!(opens_with(&policy, "Thanks! Separate question: do Zapier calls count against the limit?"));
+        assert!(!opens_with(&policy, "Automatic date and time is already on and the clock is correct."));
+        // Polish "i" is English "I": it moves nothing on.
+        assert!(!opens_with(&policy, "I did that, and the button still spins."));
+        assert!(!opens_with(&policy, "How do I set up SSO with Okta?"));
+    }
+
+    #[test]
+    fn pushing_back_is_never_moving_on() {
+        let policy = shipped();
+        assert!(pushes_back(&policy, "Ok, but where do I actually get the PDF of the bill?"));
+        assert!(!opens_with(&policy, "Thanks, but that's still not how I make him an admin?"));
+        assert!(!pushes_back(&policy, "Thanks. Which events are available?"));
+    }
+
+    #[test]
+    fn clarifications_need_an_answer_to_correct() {
+        let policy = shipped();
+        let answered = ai_reply("Here is how rate limits work.", false);
+        let clarification = "I mean the size of the body you send to us";
+        assert!(clarified(&policy, std::slice::from_ref(&answered), clarification).is_some());
+        assert!(clarified(
+            &policy,
+            std::slice::from_ref(&answered),
+            "Das beantwortet meine Frage nicht, ich meine die Größe"
+        )
+        .is_some());
+        assert!(clarified(&policy, std::slice::from_ref(&answered), "How big can a webhook payload get?").is_none());
+        // No AI answer yet (or it already handed off): nothing to correct.
+        assert!(clarified(&policy, &[], clarification).is_none());
+        let handed_off = ai_reply("A person will take over.", true);
+        assert!(clarified(&policy, &[handed_off], clarification).is_none());
+    }
 }

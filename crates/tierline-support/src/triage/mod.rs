@@ -239,7 +239,7 @@ pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
     let words = phrases::normalise(text);
     let rules = &policy.conversation;
     let said =
-        !phrases::affirmed(&words, &rules.resolved_phrases, &policy.negation.words, policy.negation.window).is_empty();
+        !phrases::affirmed(text, &rules.resolved_phrases, &policy.negation.words, policy.negation.window).is_empty();
     let failed = !phrases::matches(&words, &rules.unresolved_phrases).is_empty();
     by_model || (said && !failed)
 }

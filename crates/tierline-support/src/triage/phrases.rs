@@ -24,27 +24,34 @@ pub fn matches<'a>(normalised: &str, phrases: &'a [String]) -> Vec<&'a str> {
 }
 
 /// The phrases said and not negated: a phrase counts only where none of `negators` ends within
-/// `window` words before it ("no need for a human", "I'm not cancelling", "ich will nicht
-/// kündigen"). A phrase said once negated and once plainly counts.
-pub fn affirmed<'a>(normalised: &str, phrases: &'a [String], negators: &[String], window: usize) -> Vec<&'a str> {
+/// `window` words before it in the same clause ("no need for a human", "I'm not cancelling",
+/// "ich will nicht kündigen"). A negation never reaches across punctuation: "No, I want a
+/// person" asks for one. A phrase said once negated and once plainly counts. Takes the raw text.
+pub fn affirmed<'a>(text: &str, phrases: &'a [String], negators: &[String], window: usize) -> Vec<&'a str> {
     let negators: Vec<String> = negators.iter().map(|n| normalise(n).trim().to_string()).collect();
+    let clauses: Vec<String> = text.split(CLAUSE_BREAKS).map(normalise).collect();
     phrases
         .iter()
         .filter(|phrase| {
             let needle = format!(" {} ", phrase.to_lowercase());
-            let mut from = 0;
-            while let Some(found) = normalised[from..].find(&needle) {
-                let at = from + found;
-                if !negated_before(&normalised[..at + 1], &negators, window) {
-                    return true;
+            clauses.iter().any(|clause| {
+                let mut from = 0;
+                while let Some(found) = clause[from..].find(&needle) {
+                    let at = from + found;
+                    if !negated_before(&clause[..at + 1], &negators, window) {
+                        return true;
+                    }
+                    from = at + 1;
                 }
-                from = at + 1;
-            }
-            false
+                false
+            })
         })
         .map(String::as_str)
         .collect()
 }
+
+/// Punctuation that ends a clause (and the reach of a negation). An apostrophe does not.
+const CLAUSE_BREAKS: &[char] = &[',', '.', ';', ':', '!', '?', '\n', '(', ')', '–', '—', '¿', '¡'];
 
 /// Whether a negator ends within the last `window` words of `before`.
 fn negated_before(before: &str, negators: &[String], window: usize) -> bool {
@@ -75,11 +82,14 @@ mod tests {
     fn a_negated_phrase_does_not_count_and_a_plain_one_does() {
         let negators = strings(&["no need for", "don't", "not", "nicht", "no"]);
         let phrases = strings(&["a human", "cancel", "kündigen"]);
-        let said = |text: &str| affirmed(&normalise(text), &phrases, &negators, 4);
+        let said = |text: &str| affirmed(text, &phrases, &negators, 4);
         assert!(said("No need for a human, just tell me where the API docs are").is_empty());
         assert!(said("I don't want to cancel, just pause").is_empty());
         assert!(said("Ich will nicht kündigen").is_empty());
         assert_eq!(said("please get me a human"), ["a human"]);
         assert_eq!(said("not sure where to go: I want to cancel"), ["cancel"]);
+        // A negation ends with its clause: "No, ..." answers the bot, it negates nothing after it.
+        assert_eq!(said("No, I want a human"), ["a human"]);
+        assert_eq!(said("Das hilft nicht, ich will kündigen"), ["kündigen"]);
     }
 }

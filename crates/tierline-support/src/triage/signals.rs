@@ -93,7 +93,7 @@ fn text_signal(policy: &Policy, kind: SignalKind, rule: TextRule<'_>, reading: &
     if words < SHORT_WORDS {
         model.score *= words as f32 / SHORT_WORDS as f32;
     }
-    let mut said = affirmed(text, rule.phrases, &policy.negation.words, policy.negation.window);
+    let mut said = affirmed(&reading.prepared.text, rule.phrases, &policy.negation.words, policy.negation.window);
     if text.split_whitespace().count() <= ALONE_MAX_WORDS {
         said.extend(matches(text, rule.alone));
     }
