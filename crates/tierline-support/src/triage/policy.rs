@@ -490,6 +490,10 @@ fn probability(key: &str, value: f32) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn default_repeat_similarity_pushback() -> f32 {
+    0.5
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,8 +525,4 @@ mod tests {
         let err = format!("{:#}", Policy::parse(&out_of_range).unwrap_err());
         assert!(err.contains("conversation.repeat_similarity"), "{err}");
     }
-}
-
-fn default_repeat_similarity_pushback() -> f32 {
-    0.5
 }
