@@ -122,10 +122,10 @@ impl Support {
         let fired = signals.iter().any(|s| s.fired);
 
         if !fired && triage::is_thanks(policy, reading) {
-            return Ok(thanked(policy, reading, signals, replies::thanks()));
+            return Ok(thanked(policy, reading, signals, Closing::Thanks));
         }
         if !fired && triage::is_greeting(reading) {
-            return Ok(thanked(policy, reading, signals, replies::hello()));
+            return Ok(thanked(policy, reading, signals, Closing::Greeting));
         }
         let answer = match models.kb {
             Some(kb) if !fired => {
@@ -220,23 +220,32 @@ impl Support {
     }
 }
 
-/// A thank-you, a confirmation or a hello: no handoff, and the issue counts as resolved (the next
-/// question starts a new attempt).
-fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>, text: String) -> Planned {
+/// A message that needs no answer from the knowledge base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    /// A thank-you or a confirmation: the issue is resolved (the next question starts anew).
+    Thanks,
+    /// Only a hello: the AI asks what it can help with; the issue, if any, stays open.
+    Greeting,
+}
+
+/// A thank-you, a confirmation or a hello: no handoff, whatever its kind reads.
+fn thanked(policy: &Policy, reading: &Reading, signals: Vec<crate::triage::Signal>, closing: Closing) -> Planned {
     let mut decision = triage::decide(policy, reading, Channel::Chat { follow_up: false }, signals, Vec::new(), None);
-    let marked = decision.reasons.iter().any(|r| r.code == ReasonCode::CustomerConfirmed);
-    if decision.tier != Tier::Auto || !marked {
-        // A thank-you or a hello needs no person, whatever its kind reads; it closes the issue.
-        decision.tier = Tier::Auto;
-        decision.reasons =
-            vec![Reason::new(ReasonCode::CustomerConfirmed, "the customer thanked, confirmed or greeted", None)];
+    let (code, why, text) = match closing {
+        Closing::Thanks => (ReasonCode::CustomerConfirmed, "the customer thanked or confirmed", replies::thanks()),
+        Closing::Greeting => (ReasonCode::Greeted, "the customer greeted", replies::hello()),
+    };
+    decision.tier = Tier::Auto;
+    if !decision.reasons.iter().any(|r| r.code == code) {
+        decision.reasons = vec![Reason::new(code, why, None)];
     }
     let reply = Reply { text, ai_generated: true, citations: Vec::new() };
     let change = Change {
         status: Some(Status::Ai),
         tier: Some(decision.tier),
         queue: Some(decision.queue.clone()),
-        reset_ai_exchanges: true,
+        reset_ai_exchanges: closing == Closing::Thanks,
         ..Default::default()
     };
     Planned { decision, reply: Some(reply), handoff: false, status: Status::Ai, change }
@@ -263,7 +272,7 @@ impl FollowUp {
             !phrases::matches(&phrases::normalise(text), &policy.conversation.unresolved_phrases).is_empty();
         let announced =
             !phrases::matches(&phrases::normalise(text), &policy.conversation.new_question_phrases).is_empty();
-        if announced && asks(text) {
+        if announced && !unresolved && asks(text) {
             return FollowUp::NewQuestion;
         }
         if unresolved || !asks(text) {
@@ -283,12 +292,12 @@ impl FollowUp {
 /// do I...?"), without pushing back on it ("Ok, but where do I actually...?").
 fn opens_with(policy: &Policy, text: &str) -> bool {
     let rules = &policy.conversation;
-    if pushes_back(policy, text) {
-        return false;
-    }
     let words = phrases::normalise(text);
     if !phrases::matches(&words, &rules.new_question_phrases).is_empty() {
         return true;
+    }
+    if pushes_back(policy, text) {
+        return false;
     }
     let opening: String = words.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
     if !phrases::matches(&format!(" {opening} "), &rules.moving_on_phrases).is_empty() {
@@ -333,7 +342,8 @@ struct Reread {
 /// The customer says the AI's answer missed the question ("I mean the size of the body", "the
 /// question was...", "you answered about the tax ID"): a repeat in other words, at once.
 fn clarified(policy: &Policy, history: &[MessageRow], text: &str) -> Option<Reason> {
-    history.iter().rev().find_map(|m| m.ai_reply()).filter(|reply| !reply.handoff)?;
+    // Only a knowledge-base answer can miss the question (not a hello or a thank-you reply).
+    history.iter().rev().find_map(|m| m.ai_reply()).filter(|reply| !reply.handoff && !reply.citations.is_empty())?;
     let said = phrases::affirmed(
         text,
         &policy.conversation.clarification_phrases,
@@ -469,14 +479,14 @@ fn customer_record(text: String, decision: &Decision, reading: Reading) -> NewMe
 mod tests {
     use super::*;
 
-    fn ai_reply(text: &str, handoff: bool) -> MessageRow {
+    fn ai_reply(text: &str, handoff: bool, citations: Vec<crate::kb::Citation>) -> MessageRow {
         MessageRow {
             id: 1,
             role: Role::Ai,
             author: None,
             text: text.into(),
             created_at: 0,
-            detail: Some(crate::store::MessageDetail::Ai(AiReply { citations: Vec::new(), handoff })),
+            detail: Some(crate::store::MessageDetail::Ai(AiReply { citations, handoff })),
             embedding: None,
         }
     }
@@ -493,7 +503,7 @@ mod tests {
         assert!(opens_with(&policy, "Thanks! Separate question: do Zapier calls count against the limit?"));
         assert!(!opens_with(&policy, "Automatic date and time is already on and the clock is correct."));
         // Polish "i" is English "I": it moves nothing on.
-        assert!(!opens_with(&policy, "I did that, and the button still spins."));
+        assert!(!opens_with(&policy, "I did that and the button spins."));
         assert!(!opens_with(&policy, "How do I set up SSO with Okta?"));
     }
 
@@ -501,14 +511,25 @@ mod tests {
     fn pushing_back_is_never_moving_on() {
         let policy = shipped();
         assert!(pushes_back(&policy, "Ok, but where do I actually get the PDF of the bill?"));
-        assert!(!opens_with(&policy, "Thanks, but that's still not how I make him an admin?"));
+        assert!(!opens_with(&policy, "Thanks, but that's not how I make him an admin?"));
+        // Announcing another question wins over a "but" or a "sorry" in it.
+        assert!(opens_with(&policy, "Sorry, another question: can I also export CSV?"));
         assert!(!pushes_back(&policy, "Thanks. Which events are available?"));
     }
 
     #[test]
     fn clarifications_need_an_answer_to_correct() {
         let policy = shipped();
-        let answered = ai_reply("Here is how rate limits work.", false);
+        let citation = crate::kb::Citation {
+            article_id: "api-rate-limits".into(),
+            title: "API rate limits".into(),
+            url: None,
+            heading: None,
+            passage: "600 requests a minute".into(),
+            score: 1.0,
+            similarity: 0.9,
+        };
+        let answered = ai_reply("Here is how rate limits work.", false, vec![citation]);
         let clarification = "I mean the size of the body you send to us";
         assert!(clarified(&policy, std::slice::from_ref(&answered), clarification).is_some());
         assert!(clarified(
@@ -520,7 +541,10 @@ mod tests {
         assert!(clarified(&policy, std::slice::from_ref(&answered), "How big can a webhook payload get?").is_none());
         // No AI answer yet (or it already handed off): nothing to correct.
         assert!(clarified(&policy, &[], clarification).is_none());
-        let handed_off = ai_reply("A person will take over.", true);
+        let handed_off = ai_reply("A person will take over.", true, Vec::new());
+        let hello = ai_reply("Hi! What can I help you with?", false, Vec::new());
+        // A hello is no answer: "my question is..." after it asks, it does not correct.
+        assert!(clarified(&policy, &[hello], clarification).is_none());
         assert!(clarified(&policy, &[handed_off], clarification).is_none());
     }
 }

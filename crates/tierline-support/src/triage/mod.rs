@@ -58,12 +58,14 @@ pub enum ReasonCode {
     Language,
     /// The customer thanked or confirmed the problem is solved.
     CustomerConfirmed,
+    /// The customer only greeted: the AI said hello and asked what it can help with.
+    Greeted,
     /// The request needs a person's look (account-specific, a bug, a feature request...).
     NeedsReview,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 22] = [
+    pub const ALL: [ReasonCode; 23] = [
         ReasonCode::NegativeSentiment,
         ReasonCode::Billing,
         ReasonCode::Security,
@@ -85,6 +87,7 @@ impl ReasonCode {
         ReasonCode::Cancellation,
         ReasonCode::Language,
         ReasonCode::CustomerConfirmed,
+        ReasonCode::Greeted,
         ReasonCode::NeedsReview,
     ];
 
@@ -111,6 +114,7 @@ impl ReasonCode {
             ReasonCode::Cancellation => "cancellation",
             ReasonCode::Language => "language",
             ReasonCode::CustomerConfirmed => "customer_confirmed",
+            ReasonCode::Greeted => "greeted",
             ReasonCode::NeedsReview => "needs_review",
         }
     }
@@ -240,7 +244,10 @@ pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
     let rules = &policy.conversation;
     let said =
         !phrases::affirmed(text, &rules.resolved_phrases, &policy.negation.words, policy.negation.window).is_empty();
-    let failed = !phrases::matches(&words, &rules.unresolved_phrases).is_empty();
+    // Any negation reads as a failure here ("It isn't working, thanks"): the thanks in its own
+    // clause is not negated, but the message is no confirmation.
+    let failed = !phrases::matches(&words, &rules.unresolved_phrases).is_empty()
+        || !phrases::matches(&words, &policy.negation.words).is_empty();
     by_model || (said && !failed)
 }
 
@@ -252,7 +259,7 @@ pub fn is_greeting(reading: &Reading) -> bool {
     let Some(first) = words.first() else { return false };
     let second = words.get(1).map_or("", String::as_str);
     let greets = segments::is_greeting_word(first)
-        || TIMES_OF_DAY.contains(&first.as_str())
+        || (TIMES_OF_DAY.contains(&first.as_str()) && first != "day")
         || (first == "good" && TIMES_OF_DAY.contains(&second));
     if !greets {
         return false;
@@ -261,7 +268,7 @@ pub fn is_greeting(reading: &Reading) -> bool {
         || (!reading.prepared.text.contains('?') && request_kind(reading).is_some_and(|(kind, _)| kind == OTHER_KIND))
 }
 
-/// "Morning!", "good evening".
+/// "Morning!", "good evening", "good day" ("day" alone opens other sentences).
 const TIMES_OF_DAY: &[&str] = &["morning", "afternoon", "evening", "day"];
 
 /// Where a message is decided: a ticket in a queue, or a turn of a live chat (where the AI may
@@ -271,7 +278,8 @@ pub enum Channel {
     Ticket,
     /// `follow_up`: a later message of the chat. Read alone, a follow-up ("what about members,
     /// can they?", "we're on the free plan, is that a problem?") rarely shows its kind, so the
-    /// kind head does not gate it: the answer read with the conversation does, and the exchange
+    /// kind head gates it only for `conversation.follow_up_review_kinds` (account-specific
+    /// requests): otherwise the answer read with the conversation decides, and the exchange
     /// limit and "talk to a person" guard the rest.
     Chat {
         follow_up: bool,
@@ -372,7 +380,10 @@ fn self_service(
         );
         return (Tier::Auto, vec![reason], *score);
     }
-    if let Some((label, score)) = kind.filter(|_| channel != Channel::Chat { follow_up: true }) {
+    let gated = |label: &String| {
+        channel != Channel::Chat { follow_up: true } || policy.conversation.follow_up_review_kinds.contains(label)
+    };
+    if let Some((label, score)) = kind.filter(|(label, _)| gated(label)) {
         let attempted =
             channel == Channel::Chat { follow_up: false } && policy.conversation.attempt_kinds.contains(label);
         let self_serve = policy.self_service_kinds.contains(label) || attempted;

@@ -29,6 +29,8 @@ pub fn matches<'a>(normalised: &str, phrases: &'a [String]) -> Vec<&'a str> {
 /// person" asks for one. A phrase said once negated and once plainly counts. Takes the raw text.
 pub fn affirmed<'a>(text: &str, phrases: &'a [String], negators: &[String], window: usize) -> Vec<&'a str> {
     let negators: Vec<String> = negators.iter().map(|n| normalise(n).trim().to_string()).collect();
+    // A spaced dash ends a clause ("No - get me a human"); a hyphen inside a word does not.
+    let text = text.replace(" - ", ", ");
     let clauses: Vec<String> = text.split(CLAUSE_BREAKS).map(normalise).collect();
     phrases
         .iter()
@@ -51,7 +53,8 @@ pub fn affirmed<'a>(text: &str, phrases: &'a [String], negators: &[String], wind
 }
 
 /// Punctuation that ends a clause (and the reach of a negation). An apostrophe does not.
-const CLAUSE_BREAKS: &[char] = &[',', '.', ';', ':', '!', '?', '\n', '(', ')', '–', '—', '¿', '¡'];
+const CLAUSE_BREAKS: &[char] =
+    &[',', '.', ';', ':', '!', '?', '\n', '(', ')', '–', '—', '¿', '¡', '…', '"', '“', '”', '«', '»', '/'];
 
 /// Whether a negator ends within the last `window` words of `before`.
 fn negated_before(before: &str, negators: &[String], window: usize) -> bool {
@@ -90,6 +93,7 @@ mod tests {
         assert_eq!(said("not sure where to go: I want to cancel"), ["cancel"]);
         // A negation ends with its clause: "No, ..." answers the bot, it negates nothing after it.
         assert_eq!(said("No, I want a human"), ["a human"]);
+        assert_eq!(said("No - get me a human"), ["a human"]);
         assert_eq!(said("Das hilft nicht, ich will kündigen"), ["kündigen"]);
     }
 }

@@ -185,8 +185,8 @@ pub struct ConversationRules {
     /// Phrases that say the problem is solved ("works now", "all good", "that fixed it"): with
     /// no question and no sign it failed, the message thanks or confirms.
     pub resolved_phrases: Vec<String>,
-    /// Openings that acknowledge the last answer and move on ("Thanks. And...", "Great, one
-    /// more thing"): what follows is a new question, never a repeat.
+    /// Openings that acknowledge the last answer and move on ("Thanks.", "Great, one more
+    /// thing"), within the first four words: what follows is a new question, never a repeat.
     pub moving_on_phrases: Vec<String>,
     /// Conjunctions that move on when they open a sentence of the message's opening ("Makes
     /// sense. And if..."), never anywhere else: "and" inside "date and time" moves nowhere.
@@ -205,6 +205,10 @@ pub struct ConversationRules {
     /// "you answered about X"): a repeat in other words, handed to a person at once.
     #[serde(default)]
     pub clarification_phrases: Vec<String>,
+    /// Request kinds a person reviews even as a later chat message (a later message of any
+    /// other kind is answered when the knowledge base answers it with the conversation's context).
+    #[serde(default)]
+    pub follow_up_review_kinds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
