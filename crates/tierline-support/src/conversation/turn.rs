@@ -289,10 +289,14 @@ impl FollowUp {
 }
 
 /// Whether the message opens by acknowledging the last answer and moving on ("Thanks. And how
-/// do I...?"), without pushing back on it ("Ok, but where do I actually...?").
+/// do I...?"), or announces another question, without saying the answer failed ("Did that, and
+/// it still spins?") or pushing back on it ("Ok, but where do I actually...?").
 fn opens_with(policy: &Policy, text: &str) -> bool {
     let rules = &policy.conversation;
     let words = phrases::normalise(text);
+    if !phrases::matches(&words, &rules.unresolved_phrases).is_empty() {
+        return false;
+    }
     if !phrases::matches(&words, &rules.new_question_phrases).is_empty() {
         return true;
     }
@@ -504,6 +508,8 @@ mod tests {
         assert!(!opens_with(&policy, "Automatic date and time is already on and the clock is correct."));
         // Polish "i" is English "I": it moves nothing on.
         assert!(!opens_with(&policy, "I did that and the button spins."));
+        // Saying it still fails is never moving on, whatever conjunction opens the sentence.
+        assert!(!opens_with(&policy, "Did that, and it still spins?"));
         assert!(!opens_with(&policy, "How do I set up SSO with Okta?"));
     }
 

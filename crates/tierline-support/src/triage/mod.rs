@@ -244,12 +244,31 @@ pub fn is_thanks(policy: &Policy, reading: &Reading) -> bool {
     let rules = &policy.conversation;
     let said =
         !phrases::affirmed(text, &rules.resolved_phrases, &policy.negation.words, policy.negation.window).is_empty();
-    // Any negation reads as a failure here ("It isn't working, thanks"): the thanks in its own
-    // clause is not negated, but the message is no confirmation.
+    // Any negation reads as a failure here ("It isn't working, thanks": the thanks in its own
+    // clause is not negated, but the message confirms nothing), except a polite idiom's ("No
+    // problem, thanks").
+    let mut rest = words.clone();
+    for idiom in POLITE_NEGATIONS {
+        rest = rest.replace(&format!(" {idiom} "), " ");
+    }
     let failed = !phrases::matches(&words, &rules.unresolved_phrases).is_empty()
-        || !phrases::matches(&words, &policy.negation.words).is_empty();
+        || !phrases::matches(&rest, &policy.negation.words).is_empty();
     by_model || (said && !failed)
 }
+
+/// Courtesies that hold a negation and deny nothing.
+const POLITE_NEGATIONS: &[&str] = &[
+    "no problem",
+    "no worries",
+    "no more questions",
+    "kein problem",
+    "sin problema",
+    "pas de souci",
+    "pas de problème",
+    "sem problema",
+    "nessun problema",
+    "geen probleem",
+];
 
 /// Whether a message only greets ("hi there", "good afternoon", "Hi! A few setup questions if
 /// that's ok"): answered with a hello that invites the question, never handed off. A longer

@@ -193,12 +193,13 @@ pub struct ConversationRules {
     #[serde(default)]
     pub follow_on_words: Vec<String>,
     /// Words that push back on the last answer ("but", "actually", "I mean"): the customer is
-    /// asking the same thing again, so a lower cosine makes a repeat (see
-    /// `repeat_similarity_pushback`) and the opening does not count as moving on.
+    /// asking the same thing again, so, when it asks, a lower cosine makes a repeat (see
+    /// `repeat_similarity_pushback`), and the opening does not count as moving on unless the
+    /// message announces another question (`new_question_phrases`).
     #[serde(default)]
     pub pushback_phrases: Vec<String>,
     /// Phrases that announce a different question anywhere in the message ("separate question:",
-    /// "one more thing"): a new attempt, never a repeat.
+    /// "one more thing"): a new attempt, unless the message also says the answer failed.
     #[serde(default)]
     pub new_question_phrases: Vec<String>,
     /// Phrases that say the last answer missed the question ("I mean...", "the question was",
