@@ -135,22 +135,19 @@ impl Support {
             }
             _ => None,
         };
-        let moving_on = opens_with(policy, text);
-        let asking = asks(text);
-        // Pushing back while asking is asking again; "I did that, but it still spins" reports.
-        let pushback = asking && pushes_back(policy, text);
-        let reread = Reread { moving_on, asking, pushback };
+        let reread = Reread::of(policy, text);
         let mut forced: Vec<Reason> = clarified(policy, history, text)
             .or_else(|| repeated_question(policy, history, &reading.embedding, answer.as_ref(), reread))
             .into_iter()
             .collect();
-        let follow_up = earlier.last().map(|previous| FollowUp::of(policy, text, reading, previous, answer.as_ref()));
+        let follow_up =
+            earlier.last().map(|previous| FollowUp::of(policy, &reread, reading, previous, answer.as_ref()));
         let new_issue = follow_up == Some(FollowUp::NewQuestion);
         tracing::debug!(
             conversation = %conversation.id,
             closest_earlier = closest_earlier(history, &reading.embedding),
-            moving_on,
-            pushback,
+            moving_on = reread.moving_on,
+            pushback = reread.asks_again(),
             follow_up = ?follow_up,
             article = answer.as_ref().filter(|a| a.answered).and_then(|a| a.citations.first()).map(|c| c.article_id.as_str()),
             confidence = answer.as_ref().map(|a| a.confidence),
@@ -263,19 +260,15 @@ enum FollowUp {
 impl FollowUp {
     fn of(
         policy: &Policy,
-        text: &str,
+        reread: &Reread,
         reading: &Reading,
         previous: &MessageRow,
         answer: Option<&crate::kb::Answer>,
     ) -> Self {
-        let unresolved =
-            !phrases::matches(&phrases::normalise(text), &policy.conversation.unresolved_phrases).is_empty();
-        let announced =
-            !phrases::matches(&phrases::normalise(text), &policy.conversation.new_question_phrases).is_empty();
-        if announced && !unresolved && asks(text) {
+        if reread.announced && !reread.unresolved && reread.asking {
             return FollowUp::NewQuestion;
         }
-        if unresolved || !asks(text) {
+        if reread.unresolved || !reread.asking {
             return FollowUp::SameIssue;
         }
         let similarity =
@@ -286,37 +279,6 @@ impl FollowUp {
             FollowUp::SameIssue
         }
     }
-}
-
-/// Whether the message opens by acknowledging the last answer and moving on ("Thanks. And how
-/// do I...?"), or announces another question, without saying the answer failed ("Did that, and
-/// it still spins?") or pushing back on it ("Ok, but where do I actually...?").
-fn opens_with(policy: &Policy, text: &str) -> bool {
-    let rules = &policy.conversation;
-    let words = phrases::normalise(text);
-    if !phrases::matches(&words, &rules.unresolved_phrases).is_empty() {
-        return false;
-    }
-    if !phrases::matches(&words, &rules.new_question_phrases).is_empty() {
-        return true;
-    }
-    if pushes_back(policy, text) {
-        return false;
-    }
-    let opening: String = words.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
-    if !phrases::matches(&format!(" {opening} "), &rules.moving_on_phrases).is_empty() {
-        return true;
-    }
-    // A conjunction moves on only where a sentence starts: "Done. And...", not "date and time".
-    text.split(['.', '!', '?', ';', ':', ',', '–', '—'])
-        .take(2)
-        .filter_map(|sentence| phrases::normalise(sentence).split_whitespace().next().map(String::from))
-        .any(|first| rules.follow_on_words.iter().any(|w| w.eq_ignore_ascii_case(&first)))
-}
-
-/// Whether the message pushes back on the last answer ("but", "actually", "I still don't get it").
-fn pushes_back(policy: &Policy, text: &str) -> bool {
-    !phrases::matches(&phrases::normalise(text), &policy.conversation.pushback_phrases).is_empty()
 }
 
 /// Whether a message asks something: a question mark, or an opening question word.
@@ -332,15 +294,48 @@ fn asks(text: &str) -> bool {
     OPENERS.contains(&first.trim_end_matches(|c: char| !c.is_alphanumeric()))
 }
 
-/// How the message reads against the last answer.
+/// How the message reads against the last answer, from its words (read once per turn).
 #[derive(Debug, Clone, Copy)]
 struct Reread {
-    /// It acknowledges the answer and moves on ("Thanks. And...").
-    moving_on: bool,
+    /// It says the answer failed (`unresolved_phrases`: "still not working").
+    unresolved: bool,
+    /// It announces another question (`new_question_phrases`: "separate question:").
+    announced: bool,
     /// It asks something (a report of what the customer did is not asking again).
     asking: bool,
-    /// It asks while pushing back on the answer ("Ok, but where do I actually...?").
-    pushback: bool,
+    /// It pushes back on the answer (`pushback_phrases`: "but", "actually").
+    pushes_back: bool,
+    /// It acknowledges the answer and moves on ("Thanks. And how do I...?"), or announces another
+    /// question, without saying the answer failed ("Did that, and it still spins?") or pushing
+    /// back on it ("Ok, but where do I actually...?").
+    moving_on: bool,
+}
+
+impl Reread {
+    fn of(policy: &Policy, text: &str) -> Self {
+        let rules = &policy.conversation;
+        let words = phrases::normalise(text);
+        let says = |list: &[String]| !phrases::matches(&words, list).is_empty();
+        let (unresolved, announced, pushes_back) =
+            (says(&rules.unresolved_phrases), says(&rules.new_question_phrases), says(&rules.pushback_phrases));
+        let opening: String = words.split_whitespace().take(4).collect::<Vec<_>>().join(" ");
+        let acknowledges = !phrases::matches(&format!(" {opening} "), &rules.moving_on_phrases).is_empty();
+        // A conjunction moves on only where a clause starts: "Done. And...", not "date and time".
+        let follows_on = || {
+            phrases::clauses(text)
+                .iter()
+                .take(2)
+                .filter_map(|clause| clause.split_whitespace().next())
+                .any(|first| rules.follow_on_words.iter().any(|w| w.eq_ignore_ascii_case(first)))
+        };
+        let moving_on = !unresolved && (announced || (!pushes_back && (acknowledges || follows_on())));
+        Reread { unresolved, announced, asking: asks(text), pushes_back, moving_on }
+    }
+
+    /// Pushing back while asking is asking again; "I did that, but it still spins" reports.
+    fn asks_again(&self) -> bool {
+        self.asking && self.pushes_back
+    }
 }
 
 /// The customer says the AI's answer missed the question ("I mean the size of the body", "the
@@ -393,7 +388,7 @@ fn repeated_question(
             && new_article.is_some()
             && answered_with == new_article;
         let same_answer_bar =
-            if reread.pushback { rules.repeat_similarity_pushback } else { rules.repeat_similarity_same_answer };
+            if reread.asks_again() { rules.repeat_similarity_pushback } else { rules.repeat_similarity_same_answer };
         let repeats = similarity >= rules.repeat_similarity || (same_answer && similarity >= same_answer_bar);
         if repeats && best.is_none_or(|(_, s)| similarity > s) {
             best = Some((message, similarity));
@@ -497,6 +492,14 @@ mod tests {
 
     fn shipped() -> Policy {
         Policy::parse(include_str!("../../../../models/policy.toml")).unwrap()
+    }
+
+    fn opens_with(policy: &Policy, text: &str) -> bool {
+        Reread::of(policy, text).moving_on
+    }
+
+    fn pushes_back(policy: &Policy, text: &str) -> bool {
+        Reread::of(policy, text).pushes_back
     }
 
     #[test]

@@ -278,8 +278,8 @@ pub fn is_greeting(reading: &Reading) -> bool {
     let Some(first) = words.first() else { return false };
     let second = words.get(1).map_or("", String::as_str);
     let greets = segments::is_greeting_word(first)
-        || (TIMES_OF_DAY.contains(&first.as_str()) && first != "day")
-        || (first == "good" && TIMES_OF_DAY.contains(&second));
+        || PARTS_OF_DAY.contains(&first.as_str())
+        || (first == "good" && (PARTS_OF_DAY.contains(&second) || second == "day"));
     if !greets {
         return false;
     }
@@ -287,8 +287,8 @@ pub fn is_greeting(reading: &Reading) -> bool {
         || (!reading.prepared.text.contains('?') && request_kind(reading).is_some_and(|(kind, _)| kind == OTHER_KIND))
 }
 
-/// "Morning!", "good evening", "good day" ("day" alone opens other sentences).
-const TIMES_OF_DAY: &[&str] = &["morning", "afternoon", "evening", "day"];
+/// "Morning!", "good evening" (and "good day"; "day" alone opens other sentences).
+const PARTS_OF_DAY: &[&str] = &["morning", "afternoon", "evening"];
 
 /// Where a message is decided: a ticket in a queue, or a turn of a live chat (where the AI may
 /// attempt `conversation.attempt_kinds`).

@@ -29,9 +29,7 @@ pub fn matches<'a>(normalised: &str, phrases: &'a [String]) -> Vec<&'a str> {
 /// person" asks for one. A phrase said once negated and once plainly counts. Takes the raw text.
 pub fn affirmed<'a>(text: &str, phrases: &'a [String], negators: &[String], window: usize) -> Vec<&'a str> {
     let negators: Vec<String> = negators.iter().map(|n| normalise(n).trim().to_string()).collect();
-    // A spaced dash ends a clause ("No - get me a human"); a hyphen inside a word does not.
-    let text = text.replace(" - ", ", ");
-    let clauses: Vec<String> = text.split(CLAUSE_BREAKS).map(normalise).collect();
+    let clauses = clauses(text);
     phrases
         .iter()
         .filter(|phrase| {
@@ -52,7 +50,14 @@ pub fn affirmed<'a>(text: &str, phrases: &'a [String], negators: &[String], wind
         .collect()
 }
 
-/// Punctuation that ends a clause (and the reach of a negation). An apostrophe does not.
+/// The text's clauses, each normalised: split at punctuation that ends a clause (and the reach
+/// of a negation) and at a spaced dash ("No - get me a human"). An apostrophe and a hyphen inside
+/// a word do not split.
+pub fn clauses(text: &str) -> Vec<String> {
+    text.replace(" - ", ", ").split(CLAUSE_BREAKS).map(normalise).collect()
+}
+
+/// Punctuation that ends a clause.
 const CLAUSE_BREAKS: &[char] =
     &[',', '.', ';', ':', '!', '?', '\n', '(', ')', '–', '—', '¿', '¡', '…', '"', '“', '”', '«', '»', '/'];
 
