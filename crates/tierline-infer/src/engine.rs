@@ -190,6 +190,11 @@ const BATCH_SHARE_OF_BUDGET: f64 = 0.25;
 /// overhead would dominate.
 const MIN_BATCH_TOKENS: usize = 512;
 
+/// Requests of at most this many bytes of text are tokenized on the calling async worker: that
+/// takes tens of microseconds, less than the two thread hand-offs of the blocking pool, which
+/// were most of the HTTP overhead at one short text. Longer requests go to the blocking pool.
+const INLINE_TOKENIZE_BYTES: usize = 2048;
+
 /// Work admitted and not finished (queued or running).
 #[derive(Debug, Default)]
 struct Queued {
@@ -393,7 +398,7 @@ impl Engine {
     }
 
     /// Embeds `texts` without blocking the async runtime: tokenization runs on the blocking
-    /// pool, inference on the engine's thread. No head runs (`heads` is empty): see `score`.
+    /// pool (inline for a short request), inference on the engine's thread. No head runs (`heads` is empty): see `score`.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EngineError> {
         self.run(texts, Wants::default()).await
     }
@@ -408,10 +413,14 @@ impl Engine {
             return Ok(Vec::new());
         }
         let tokenizing = self.start_tokenizing(texts.len())?;
-        let shared = self.shared.clone();
-        let tokenized = tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
-            .await
-            .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??;
+        let tokenized = if texts.iter().map(String::len).sum::<usize>() <= INLINE_TOKENIZE_BYTES {
+            tokenize_all(&self.shared, &texts)?
+        } else {
+            let shared = self.shared.clone();
+            tokio::task::spawn_blocking(move || tokenize_all(&shared, &texts))
+                .await
+                .map_err(|err| EngineError::Inference(format!("tokenizer task failed: {err}")))??
+        };
         let receiver = self.submit(tokenized, tokenizing, wants)?;
         receiver.await.map_err(|_| EngineError::Stopped)?
     }

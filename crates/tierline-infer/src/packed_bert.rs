@@ -217,7 +217,7 @@ impl PackedBert {
     pub fn forward_observed<R>(
         &self,
         sequences: &[&[u32]],
-        mut observe: impl FnMut(usize, &[f32], &[SeqSpan]),
+        observe: impl FnMut(usize, &[f32], &[SeqSpan]),
         consume: impl FnOnce(&[f32], &[SeqSpan]) -> R,
     ) -> anyhow::Result<R> {
         let mut spans = Vec::with_capacity(sequences.len());
@@ -249,12 +249,25 @@ impl PackedBert {
                 ws.hidden.extend(word.iter().zip(pos).zip(&self.token_type_embedding).map(|((w, p), t)| w + p + t));
             }
         }
-        kernels::layer_norm(&mut ws.hidden, &self.embedding_norm.gamma, &self.embedding_norm.beta, self.eps);
+        // One team for the whole pass: its parallel regions find the other threads spinning.
+        kernels::with_team(self.threads, || self.layers_forward(ws, tokens, &spans, observe));
+        Ok(consume(&ws.hidden, &spans))
+    }
 
+    /// The embedding norm and every layer, in place on `ws.hidden`.
+    fn layers_forward(
+        &self,
+        ws: &mut Workspace,
+        tokens: usize,
+        spans: &[SeqSpan],
+        mut observe: impl FnMut(usize, &[f32], &[SeqSpan]),
+    ) {
+        let h = self.hidden;
+        kernels::layer_norm(&mut ws.hidden, &self.embedding_norm.gamma, &self.embedding_norm.beta, self.eps);
         for (index, layer) in self.layers.iter().enumerate() {
             layer.qkv.forward(&ws.hidden, tokens, &mut ws.qkv, self.threads, &mut ws.quantized);
             ws.context.resize(tokens * h, 0.0);
-            kernels::attention_varlen(&ws.qkv, &spans, self.heads, h / self.heads, &mut ws.context);
+            kernels::attention_varlen(&ws.qkv, spans, self.heads, h / self.heads, &mut ws.context);
             layer.attention_out.forward(&ws.context, tokens, &mut ws.attention, self.threads, &mut ws.quantized);
             kernels::add_layer_norm(
                 &mut ws.attention,
@@ -274,9 +287,8 @@ impl PackedBert {
                 self.eps,
             );
             std::mem::swap(&mut ws.hidden, &mut ws.ffn);
-            observe(index, &ws.hidden, &spans);
+            observe(index, &ws.hidden, spans);
         }
-        Ok(consume(&ws.hidden, &spans))
     }
 }
 

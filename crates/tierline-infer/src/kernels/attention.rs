@@ -1,9 +1,9 @@
 //! Multi-head self-attention over packed sequences: each sequence attends only to its own real
 //! tokens, so no work is spent on padding and no mask is materialised.
 
-use rayon::prelude::*;
+use std::cell::RefCell;
 
-use super::{math, max, multiversion, SharedOut, LANES};
+use super::{math, max, multiversion, parallel_for, SharedOut, LANES};
 
 /// One sequence inside the packed token matrix: rows `start..start + len`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +21,18 @@ pub fn attention_varlen(qkv: &[f32], spans: &[SeqSpan], num_heads: usize, head_d
     assert_eq!(out.len(), tokens * hidden, "out must be [tokens, hidden]");
     let out_ptr = SharedOut::new(out);
     let scale = 1.0 / (head_dim as f32).sqrt();
-    (0..spans.len() * num_heads).into_par_iter().for_each_init(Scratch::default, |scratch, task| {
+    parallel_for(spans.len() * num_heads, |task| {
         let span = spans[task / num_heads];
         let head = task % num_heads;
-        attend_one_head(qkv, span, head, num_heads, head_dim, scale, scratch, out_ptr.get());
+        SCRATCH.with_borrow_mut(|scratch| {
+            attend_one_head(qkv, span, head, num_heads, head_dim, scale, scratch, out_ptr.get())
+        });
     });
+}
+
+thread_local! {
+    /// Per-thread buffers, reused across tasks and passes.
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 #[derive(Default)]

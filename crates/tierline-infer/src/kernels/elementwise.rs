@@ -1,24 +1,41 @@
 //! Element-wise and row-wise kernels: GELU, residual + LayerNorm.
 
-use rayon::prelude::*;
+use super::{math, multiversion, parallel_for, sum, team, SharedOut};
 
-use super::{math, multiversion, sum};
-
-/// Rows handled by one rayon task: enough work to amortise the task.
+/// Rows handled by one parallel task: enough work to amortise the task.
 const MIN_ROWS_PER_TASK: usize = 8;
 /// Below this many elements, waking pool threads costs more than the work (batch-1 profiles
 /// showed ~14% of the time in the scheduler).
 const PARALLEL_THRESHOLD: usize = 64 * 1024;
+/// The same inside a team, where a region costs a few atomic operations, not a wake-up.
+const TEAM_PARALLEL_THRESHOLD: usize = 8 * 1024;
 
-/// Elements handled by one rayon task in element-wise kernels.
+/// Elements handled by one parallel task in element-wise kernels.
 const MIN_ELEMENTS_PER_TASK: usize = 4096;
+
+fn parallel_pays(elements: usize) -> bool {
+    elements >= if team::leading() { TEAM_PARALLEL_THRESHOLD } else { PARALLEL_THRESHOLD }
+}
+
+/// Runs `f(index, chunk)` over consecutive chunks of `chunk_len` elements of `x`, in parallel.
+fn for_each_chunk(x: &mut [f32], chunk_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let len = x.len();
+    let out = SharedOut::new(x);
+    parallel_for(len.div_ceil(chunk_len), |index| {
+        let start = index * chunk_len;
+        let end = (start + chunk_len).min(len);
+        // SAFETY: the chunks are disjoint ranges inside `x`, which outlives the call.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(out.get().add(start), end - start) };
+        f(index, chunk);
+    });
+}
 
 /// `x = gelu(x)` in place (exact erf form). The bias was already fused into the matmul.
 pub fn gelu(x: &mut [f32]) {
-    if x.len() < PARALLEL_THRESHOLD {
+    if !parallel_pays(x.len()) {
         return gelu_chunk(x);
     }
-    x.par_chunks_mut(MIN_ELEMENTS_PER_TASK).for_each(gelu_chunk);
+    for_each_chunk(x, MIN_ELEMENTS_PER_TASK, |_, chunk| gelu_chunk(chunk));
 }
 
 multiversion!(fn gelu_chunk(chunk: &mut [f32]) => gelu_chunk_body);
@@ -35,23 +52,27 @@ pub fn add_layer_norm(x: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f3
     let width = gamma.len();
     assert_eq!(x.len(), residual.len());
     assert_eq!(x.len() % width, 0, "matrix width must match gamma");
-    if x.len() < PARALLEL_THRESHOLD {
+    let rows = |x: &mut [f32], residual: &[f32]| {
         for (row, res) in x.chunks_mut(width).zip(residual.chunks(width)) {
             add_layer_norm_row(row, res, gamma, beta, eps);
         }
-        return;
+    };
+    if !parallel_pays(x.len()) {
+        return rows(x, residual);
     }
-    x.par_chunks_mut(width)
-        .zip(residual.par_chunks(width))
-        .with_min_len(MIN_ROWS_PER_TASK)
-        .for_each(|(row, res)| add_layer_norm_row(row, res, gamma, beta, eps));
+    let chunk_len = width * MIN_ROWS_PER_TASK;
+    for_each_chunk(x, chunk_len, |index, chunk| rows(chunk, &residual[index * chunk_len..][..chunk.len()]));
 }
 
 /// `x = LayerNorm(x) * gamma + beta`, row by row, in place.
 pub fn layer_norm(x: &mut [f32], gamma: &[f32], beta: &[f32], eps: f32) {
     let width = gamma.len();
     assert_eq!(x.len() % width, 0, "matrix width must match gamma");
-    x.par_chunks_mut(width).with_min_len(MIN_ROWS_PER_TASK).for_each(|row| normalize_row(row, gamma, beta, eps));
+    let rows = |x: &mut [f32]| x.chunks_mut(width).for_each(|row| normalize_row(row, gamma, beta, eps));
+    if !parallel_pays(x.len()) {
+        return rows(x);
+    }
+    for_each_chunk(x, width * MIN_ROWS_PER_TASK, |_, chunk| rows(chunk));
 }
 
 multiversion!(fn add_layer_norm_row(row: &mut [f32], residual: &[f32], gamma: &[f32], beta: &[f32], eps: f32) => add_layer_norm_row_body);

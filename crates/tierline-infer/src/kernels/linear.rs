@@ -1,11 +1,12 @@
 //! Dense layer `y = x W^T + b`: a micro-kernel over weights packed once into panels of 16
-//! output columns (AVX2 + FMA), or gemm (candle's CPU matmul engine) with the bias fused into the
+//! output columns (AVX2 + FMA, or AVX-512 where present), or gemm (candle's CPU matmul engine) with the bias fused into the
 //! product.
 //!
 //! Why the panels: gemm packs the weight into its own layout on every call. At batch 32 that
 //! cost is spread over a thousand rows; at one text (~20 rows) it is a second pass over every
 //! weight, and the layer is memory-bound. The pre-packed panels are read once per call, and the
-//! 6-row tiles keep twelve FMA accumulators busy whatever the batch.
+//! tiles keep every FMA accumulator busy whatever the batch: 6 rows by one panel with AVX2 (12
+//! of 16 registers), 12 rows by two panels with AVX-512 (24 of 32).
 
 use gemm::Parallelism;
 
@@ -32,7 +33,11 @@ pub struct PackedLinear {
 pub(crate) enum LinearPath {
     Auto,
     Gemm,
+    /// The panels with the widest micro-kernel the CPU has.
     Panels,
+    /// The panels with the AVX2 micro-kernel even where AVX-512 is present (tests both).
+    #[cfg_attr(not(test), allow(dead_code))]
+    PanelsAvx2,
 }
 
 impl LinearPath {
@@ -43,9 +48,14 @@ impl LinearPath {
         let panels = cfg!(target_arch = "x86_64") && super::simd_level() != SimdLevel::Baseline;
         match self {
             LinearPath::Auto | LinearPath::Panels if panels => LinearPath::Panels,
+            LinearPath::PanelsAvx2 if panels => LinearPath::PanelsAvx2,
             _ => LinearPath::Gemm,
         }
     }
+}
+
+fn avx512_present() -> bool {
+    super::simd_level() == SimdLevel::V4
 }
 
 /// Where weight `(input, output)` sits in the panel layout.
@@ -118,9 +128,10 @@ impl PackedLinear {
 
     pub(crate) fn forward_with(&self, path: LinearPath, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
         assert_eq!(x.len(), rows * self.in_dim, "input shape");
-        if path.choose() == LinearPath::Panels {
-            self.forward_panels(x, rows, out, threads);
-            return;
+        match path.choose() {
+            LinearPath::Panels => return self.forward_panels(x, rows, out, threads, avx512_present()),
+            LinearPath::PanelsAvx2 => return self.forward_panels(x, rows, out, threads, false),
+            _ => {}
         }
         out.clear();
         out.reserve(rows * self.out_dim);
@@ -137,7 +148,7 @@ impl PackedLinear {
 
     /// The short-batch path: tasks are (row chunk, panel range) rectangles of the output, so
     /// that one text still keeps every thread busy.
-    fn forward_panels(&self, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize) {
+    fn forward_panels(&self, x: &[f32], rows: usize, out: &mut Vec<f32>, threads: usize, avx512: bool) {
         out.clear();
         out.resize(rows * self.out_dim, 0.0);
         if rows == 0 {
@@ -146,38 +157,34 @@ impl PackedLinear {
         let output = SharedOut::new(out);
         for_each_block(rows, self.out_dim.div_ceil(PANEL), threads, |row_range, panel_range| {
             // SAFETY: the blocks are disjoint rectangles of `out`, which outlives the call.
-            unsafe { self.run_panels(x, row_range, panel_range, output) };
+            unsafe { self.run_panels(x, row_range, panel_range, output, avx512) };
         });
     }
 
     /// Computes output rows `row_range` x the columns of panels `panel_range`.
     ///
     /// # Safety
-    /// The micro-kernel's CPU features are present; `out` points to a `[rows, out_dim]` buffer
-    /// and no other task writes the same rectangle.
+    /// The micro-kernel's CPU features are present (AVX-512F where `avx512`); `out` points to a
+    /// `[rows, out_dim]` buffer and no other task writes the same rectangle.
     unsafe fn run_panels(
         &self,
         x: &[f32],
         row_range: std::ops::Range<usize>,
         panel_range: std::ops::Range<usize>,
         out: SharedOut,
+        avx512: bool,
     ) {
-        let panel_len = self.in_dim * PANEL;
+        #[cfg(target_arch = "x86_64")]
+        if avx512 {
+            // SAFETY: V4 means AVX-512F; the caller's other guarantees carry over.
+            unsafe { self.run_panels_avx512(x, row_range, panel_range, out) };
+            return;
+        }
         for panel in panel_range {
-            let first_column = panel * PANEL;
             let mut row = row_range.start;
             while row < row_range.end {
                 let tile_rows = TILE_ROWS.min(row_range.end - row);
-                let tile = Tile {
-                    x: &x[row * self.in_dim..(row + tile_rows) * self.in_dim],
-                    in_dim: self.in_dim,
-                    weights: &self.panels[panel * panel_len..(panel + 1) * panel_len],
-                    bias: &self.padded_bias[first_column..first_column + PANEL],
-                    // SAFETY: `row` and `first_column` are inside the output.
-                    out: unsafe { out.get().add(row * self.out_dim + first_column) },
-                    out_stride: self.out_dim,
-                    columns: PANEL.min(self.out_dim - first_column),
-                };
+                let tile = self.tile(x, row, tile_rows, panel..panel + 1, out);
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the caller checked the features; the tile is inside `out`.
                 unsafe {
@@ -187,6 +194,65 @@ impl PackedLinear {
                 let _ = (tile, tile_rows);
                 row += tile_rows;
             }
+        }
+    }
+
+    /// The AVX-512 walk: tiles of up to 12 rows by two panels (24 accumulators of 32), so each
+    /// broadcast activation feeds two FMAs and each weight load twelve.
+    ///
+    /// # Safety
+    /// As `run_panels`, with AVX-512F present.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn run_panels_avx512(
+        &self,
+        x: &[f32],
+        row_range: std::ops::Range<usize>,
+        panel_range: std::ops::Range<usize>,
+        out: SharedOut,
+    ) {
+        let mut panel = panel_range.start;
+        while panel < panel_range.end {
+            let pair = panel + 1 < panel_range.end;
+            let panels = if pair { panel..panel + 2 } else { panel..panel + 1 };
+            let mut row = row_range.start;
+            while row < row_range.end {
+                let tile_rows = avx512::TILE_ROWS.min(row_range.end - row);
+                let tile = self.tile(x, row, tile_rows, panels.clone(), out);
+                // SAFETY: the caller checked AVX-512F; the tile is inside `out`.
+                unsafe {
+                    if pair {
+                        avx512::tile::<2>(&tile, tile_rows)
+                    } else {
+                        avx512::tile::<1>(&tile, tile_rows)
+                    }
+                };
+                row += tile_rows;
+            }
+            panel = panels.end;
+        }
+    }
+
+    /// The micro-tile of `rows` rows from `first_row` by the consecutive panels `panels`.
+    fn tile<'a>(
+        &'a self,
+        x: &'a [f32],
+        first_row: usize,
+        rows: usize,
+        panels: std::ops::Range<usize>,
+        out: SharedOut,
+    ) -> Tile<'a> {
+        let panel_len = self.in_dim * PANEL;
+        let first_column = panels.start * PANEL;
+        let end_column = panels.end * PANEL;
+        Tile {
+            x: &x[first_row * self.in_dim..(first_row + rows) * self.in_dim],
+            in_dim: self.in_dim,
+            weights: &self.panels[panels.start * panel_len..panels.end * panel_len],
+            bias: &self.padded_bias[first_column..end_column],
+            // SAFETY: `first_row` and `first_column` are inside the output.
+            out: unsafe { out.get().add(first_row * self.out_dim + first_column) },
+            out_stride: self.out_dim,
+            columns: end_column.min(self.out_dim) - first_column,
         }
     }
 
@@ -224,14 +290,17 @@ impl PackedLinear {
     }
 }
 
-/// One micro-tile: up to TILE_ROWS rows of activations times one weight panel.
+/// One micro-tile: a few rows of activations times one or more consecutive weight panels.
 struct Tile<'a> {
     x: &'a [f32],
     in_dim: usize,
+    /// The tile's panels, one after the other (`in_dim * PANEL` values each).
     weights: &'a [f32],
+    /// PANEL values per panel.
     bias: &'a [f32],
     out: *mut f32,
     out_stride: usize,
+    /// Output columns to store, across all the tile's panels (fewer in a partial last panel).
     columns: usize,
 }
 
@@ -284,6 +353,77 @@ mod avx2 {
             let high = _mm256_add_ps(sums[1], bias_high);
             // SAFETY: row r < R is inside the output, `tile.columns` values wide.
             unsafe { super::super::store_panel_row(tile.out.add(r * tile.out_stride), low, high, tile.columns) };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Tile, PANEL};
+
+    /// 12 rows x 2 panels = 24 accumulators, plus 2 weight registers and a broadcast, of 32.
+    pub(super) const TILE_ROWS: usize = 12;
+
+    /// # Safety
+    /// AVX-512F is present; `tile.weights` holds `P` panels; `tile.out` is valid for `rows` rows
+    /// of `tile.columns` values.
+    pub(super) unsafe fn tile<const P: usize>(tile: &Tile, rows: usize) {
+        unsafe {
+            match rows {
+                12 => tile_rows::<12, P>(tile),
+                11 => tile_rows::<11, P>(tile),
+                10 => tile_rows::<10, P>(tile),
+                9 => tile_rows::<9, P>(tile),
+                8 => tile_rows::<8, P>(tile),
+                7 => tile_rows::<7, P>(tile),
+                6 => tile_rows::<6, P>(tile),
+                5 => tile_rows::<5, P>(tile),
+                4 => tile_rows::<4, P>(tile),
+                3 => tile_rows::<3, P>(tile),
+                2 => tile_rows::<2, P>(tile),
+                _ => tile_rows::<1, P>(tile),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_rows<const R: usize, const P: usize>(tile: &Tile) {
+        let in_dim = tile.in_dim;
+        let panel_len = in_dim * PANEL;
+        debug_assert!(tile.x.len() >= R * in_dim && tile.weights.len() == P * panel_len);
+        let mut acc = [[_mm512_setzero_ps(); P]; R];
+        let weights = tile.weights.as_ptr();
+        let x = tile.x.as_ptr();
+        for i in 0..in_dim {
+            // SAFETY: `i < in_dim`: each panel's 16 weights of input i and each row's value i
+            // are inside the slices.
+            unsafe {
+                let mut panel_weights = [_mm512_setzero_ps(); P];
+                for (p, w) in panel_weights.iter_mut().enumerate() {
+                    *w = _mm512_loadu_ps(weights.add(p * panel_len + i * PANEL));
+                }
+                for (r, sums) in acc.iter_mut().enumerate() {
+                    let value = _mm512_set1_ps(*x.add(r * in_dim + i));
+                    for (sum, w) in sums.iter_mut().zip(&panel_weights) {
+                        *sum = _mm512_fmadd_ps(value, *w, *sum);
+                    }
+                }
+            }
+        }
+        for p in 0..P {
+            let columns = tile.columns.saturating_sub(p * PANEL).min(PANEL);
+            let mask: __mmask16 = if columns == PANEL { u16::MAX } else { (1u16 << columns) - 1 };
+            // SAFETY: the bias slice holds PANEL values per panel; row r < R is inside the
+            // output, and the mask stores only its `columns` values.
+            unsafe {
+                let bias = _mm512_loadu_ps(tile.bias.as_ptr().add(p * PANEL));
+                for (r, sums) in acc.iter().enumerate() {
+                    let at = tile.out.add(r * tile.out_stride + p * PANEL);
+                    _mm512_mask_storeu_ps(at, mask, _mm512_add_ps(sums[p], bias));
+                }
+            }
         }
     }
 }

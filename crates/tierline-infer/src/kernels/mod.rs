@@ -12,12 +12,14 @@ mod elementwise;
 mod linear;
 mod math;
 mod quantized;
+mod team;
 
 pub use attention::{attention_varlen, SeqSpan};
 pub use elementwise::{add_layer_norm, gelu, layer_norm};
 pub use linear::PackedLinear;
 pub use math::{erf, exp, gelu_erf};
 pub use quantized::{QuantScratch, QuantizedLinear};
+pub use team::{parallel_for, with_team};
 
 use std::sync::OnceLock;
 
@@ -132,8 +134,7 @@ pub(crate) fn for_each_block(
     if tasks == 1 || threads <= 1 {
         (0..tasks).for_each(run);
     } else {
-        use rayon::prelude::*;
-        (0..tasks).into_par_iter().for_each(run);
+        parallel_for(tasks, run);
     }
 }
 

@@ -90,18 +90,23 @@ fn packed_linear_matches_candle_matmul() {
 fn prepacked_panels_agree_with_gemm_for_odd_shapes() {
     use super::linear::LinearPath;
     // Partial panels, a partial last tile, a row count over one task's chunk, one row.
-    for (rows, in_dim, out_dim) in [(1, 3, 5), (7, 17, 33), (13, 384, 1152), (50, 1536, 384), (130, 31, 16)] {
+    for (rows, in_dim, out_dim) in
+        [(1, 3, 5), (7, 17, 33), (13, 384, 1152), (50, 1536, 384), (130, 31, 16), (25, 9, 50)]
+    {
         let x = random(&[rows, in_dim], 0.0);
         let layer = PackedLinear::new(&random(&[out_dim, in_dim], 0.1), random(&[out_dim], 0.2), out_dim, in_dim);
         let mut gemm = Vec::new();
         layer.forward_with(LinearPath::Gemm, &x, rows, &mut gemm, 1);
-        for threads in [1, 2, 3] {
+        // The widest kernel the CPU has (AVX-512 where present) and the AVX2 one.
+        for (path, threads) in
+            [LinearPath::Panels, LinearPath::PanelsAvx2].into_iter().flat_map(|p| [(p, 1), (p, 2), (p, 3)])
+        {
             let mut panels = vec![f32::NAN; 3];
-            layer.forward_with(LinearPath::Panels, &x, rows, &mut panels, threads);
+            layer.forward_with(path, &x, rows, &mut panels, threads);
             // Only the order of the sums differs: relative to the largest output.
             let scale = gemm.iter().fold(1.0f32, |m, v| m.max(v.abs()));
             let diff = max_abs_diff(&panels, &gemm) / scale;
-            assert!(diff < 1e-5, "{rows}x{in_dim}x{out_dim}, {threads} threads: {diff}");
+            assert!(diff < 1e-5, "{rows}x{in_dim}x{out_dim}, {path:?}, {threads} threads: {diff}");
         }
     }
 }
