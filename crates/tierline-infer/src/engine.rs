@@ -467,15 +467,19 @@ impl Engine {
     }
 
     /// Admits the tokenized texts (at their cost in tokens) and hands them to the worker; they
-    /// count as on their way (`_tokenizing`) until they are sent.
+    /// count as on their way (`tokenizing`) until they are admitted.
     fn submit(
         &self,
         tokenized: Vec<TokenizedText>,
-        _tokenizing: Tokenizing<'_>,
+        tokenizing: Tokenizing<'_>,
         wants: Wants,
     ) -> Result<oneshot::Receiver<Reply>, EngineError> {
         let tokens = tokenized.iter().map(|text| text.ids.len()).sum();
         self.shared.check(tokenized.len(), tokens, true)?;
+        // Admitted texts are counted as queued from here. Stop counting them as tokenizing before
+        // the first is sent: a worker that saw them as both would wait `max_wait` for texts that
+        // never come, because nothing wakes it when this count drops.
+        drop(tokenizing);
         let mut admission = Admission { shared: &self.shared, texts: tokenized.len(), tokens };
         let (tx, rx) = oneshot::channel();
         let request = Arc::new(PendingRequest {

@@ -111,6 +111,9 @@ pub(crate) const TILE_ROWS: usize = 6;
 /// Rows per task: a task's activations (48 x 1536 values at most for BERT-base widths) stay in
 /// L2 while every weight panel streams past them.
 pub(crate) const ROW_CHUNK: usize = 48;
+/// Tasks per thread when a batch has few row chunks: threads that claim the next task when done
+/// even out a thread that started late or was preempted.
+const TASKS_PER_THREAD: usize = 4;
 
 /// Runs `block(row_range, panel_range)` over rectangles of an output of `rows` rows and `panels`
 /// panels that together cover it once: row chunks when the batch is large, panel ranges too when
@@ -122,13 +125,15 @@ pub(crate) fn for_each_block(
     block: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>) + Sync,
 ) {
     let row_chunks = rows.div_ceil(ROW_CHUNK);
-    let panel_groups = if threads > 1 && row_chunks < threads { threads.div_ceil(row_chunks) } else { 1 };
-    let panels_per_group = panels.div_ceil(panel_groups);
+    let wanted = threads * TASKS_PER_THREAD;
+    let panel_groups = if threads > 1 && row_chunks < wanted { wanted.div_ceil(row_chunks) } else { 1 };
+    // Whole pairs of panels, which the AVX-512 kernel takes two at a time.
+    let panels_per_group = panels.div_ceil(panel_groups).next_multiple_of(2);
     let tasks = row_chunks * panel_groups;
     let run = |task: usize| {
         let (chunk, group) = (task / panel_groups, task % panel_groups);
         let row_range = chunk * ROW_CHUNK..((chunk + 1) * ROW_CHUNK).min(rows);
-        let panel_range = group * panels_per_group..((group + 1) * panels_per_group).min(panels);
+        let panel_range = (group * panels_per_group).min(panels)..((group + 1) * panels_per_group).min(panels);
         block(row_range, panel_range);
     };
     if tasks == 1 || threads <= 1 {
