@@ -148,6 +148,8 @@ async fn six_signals_explicit_requests_and_the_ai_disclosure() {
             json!({ "tickets": [
                 { "subject": "Password", "body": "How do I reset my password?" },
                 { "body": "I was charged twice for my subscription, this is unacceptable, please refund me" },
+                { "body": "our zap stops with a 401 since yesterday" },
+                { "body": "Our calls to the metrics API fail with intermittent 500 errors since this morning" },
             ]}),
         )
         .await;
@@ -157,6 +159,14 @@ async fn six_signals_explicit_requests_and_the_ai_disclosure() {
     assert_eq!(body["results"][1]["decision"]["queue"], "billing");
     assert!(body["results"][1]["draft"].as_str().unwrap().contains("billing team"), "{body}");
     assert_eq!(body["results"][1]["sentiment"]["label"], "negative");
+    // A client-side error the help center documents is its fix; a server error needs a look.
+    let documented = &body["results"][2]["decision"];
+    assert_eq!(documented["tier"], "auto", "{body}");
+    assert!(
+        documented["reasons"][0]["message"].as_str().unwrap().contains("documents this error (401"),
+        "{documented}"
+    );
+    assert_eq!(body["results"][3]["decision"]["tier"], "assist", "{body}");
     server.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! base's answer -> a decision (tier, queue, confidence) with its reasons in plain words. Pure
 //! functions over a `Policy` (`policy`, the TOML file) but for the one encoder pass of `Reading`.
 
+pub mod errors;
 pub mod language;
 pub mod phrases;
 pub mod policy;
@@ -402,10 +403,17 @@ fn self_service(
     let gated = |label: &String| {
         channel != Channel::Chat { follow_up: true } || policy.conversation.follow_up_review_kinds.contains(label)
     };
+    let confident_answer =
+        answer.filter(|answer| answer.answered && answer.confidence >= policy.conversation.min_answer_confidence);
+    // A client-side error the cited passage names: the help center's fix, whatever the kind.
+    let documented_error = kind
+        .filter(|(label, _)| policy.documented_error_kinds.contains(label))
+        .and(confident_answer)
+        .and_then(|answer| errors::documented_in(&errors::client_error_codes(&reading.prepared.text), answer));
     if let Some((label, score)) = kind.filter(|(label, _)| gated(label)) {
         let attempted =
             channel == Channel::Chat { follow_up: false } && policy.conversation.attempt_kinds.contains(label);
-        let self_serve = policy.self_service_kinds.contains(label) || attempted;
+        let self_serve = policy.self_service_kinds.contains(label) || attempted || documented_error.is_some();
         if !self_serve || *score < policy.min_kind_confidence {
             let why = if self_serve {
                 format!("unsure what is asked ({label} {score:.2})")
@@ -418,14 +426,16 @@ fn self_service(
         }
     }
     match answer {
-        Some(answer) if answer.answered && answer.confidence >= policy.conversation.min_answer_confidence => {
+        Some(answer) if confident_answer.is_some() => {
             let article = answer.citations.first().map_or("?", |c| c.article_id.as_str());
-            let reason = Reason::new(
-                ReasonCode::KbAnswer,
-                format!("the knowledge base answers this (article {article}, confidence {:.2})", answer.confidence),
-                Some(answer.confidence),
-            );
-            (Tier::Auto, vec![reason], answer.confidence)
+            let confidence = answer.confidence;
+            let text = match documented_error {
+                Some(code) => {
+                    format!("the knowledge base documents this error ({code}; article {article}, confidence {confidence:.2})")
+                }
+                None => format!("the knowledge base answers this (article {article}, confidence {confidence:.2})"),
+            };
+            (Tier::Auto, vec![Reason::new(ReasonCode::KbAnswer, text, Some(confidence))], confidence)
         }
         Some(answer) => {
             let why = answer.reason.as_deref().unwrap_or("low_confidence").replace('_', " ");

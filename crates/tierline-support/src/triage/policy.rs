@@ -131,6 +131,11 @@ pub struct Policy {
     /// Request kinds (the `kind` head) the AI may answer alone from the knowledge base; every
     /// other kind gets a person's review (`assist`).
     pub self_service_kinds: Vec<String>,
+    /// Request kinds the AI may still answer alone when the message names a client-side error
+    /// (an HTTP 4xx status or an identifier such as `ERR_SSO_401`) that the cited passage
+    /// documents: the help center's fix for a known error, not a bug that needs a look.
+    #[serde(default)]
+    pub documented_error_kinds: Vec<String>,
     /// Below this probability of its best label the `kind` head is not trusted: `assist`.
     pub min_kind_confidence: f32,
     /// A signal that goes to "the queue of the issue" goes there when the `queue` head is at
