@@ -173,7 +173,7 @@ pub fn parallel_for(tasks: usize, task: impl Fn(usize) + Sync) {
         return unsafe { &*team }.run(tasks, &task);
     }
     use rayon::prelude::*;
-    (0..tasks).into_par_iter().for_each(|i| task(i));
+    (0..tasks).into_par_iter().for_each(&task);
 }
 
 /// Whether the calling thread leads a team (parallel regions are cheap there).
