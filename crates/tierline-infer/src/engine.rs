@@ -398,7 +398,8 @@ impl Engine {
     }
 
     /// Embeds `texts` without blocking the async runtime: tokenization runs on the blocking
-    /// pool (inline for a short request), inference on the engine's thread. No head runs (`heads` is empty): see `score`.
+    /// pool (inline for a short request), inference on the engine's thread. No head runs
+    /// (`heads` is empty): see `score`.
     pub async fn embed(&self, texts: Vec<String>) -> Result<Vec<Embedded>, EngineError> {
         self.run(texts, Wants::default()).await
     }

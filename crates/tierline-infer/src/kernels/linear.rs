@@ -1,6 +1,6 @@
 //! Dense layer `y = x W^T + b`: a micro-kernel over weights packed once into panels of 16
-//! output columns (AVX2 + FMA, or AVX-512 where present), or gemm (candle's CPU matmul engine) with the bias fused into the
-//! product.
+//! output columns (AVX2 + FMA, or AVX-512 where present), or gemm (candle's CPU matmul engine)
+//! with the bias fused into the product.
 //!
 //! Why the panels: gemm packs the weight into its own layout on every call. At batch 32 that
 //! cost is spread over a thousand rows; at one text (~20 rows) it is a second pass over every
@@ -57,6 +57,10 @@ impl LinearPath {
 fn avx512_present() -> bool {
     super::simd_level() == SimdLevel::V4
 }
+
+/// Rows per AVX-512 micro-tile: 12 rows x 2 panels = 24 accumulators, plus 2 weight registers
+/// and a broadcast, of 32.
+const AVX512_TILE_ROWS: usize = 12;
 
 /// Where weight `(input, output)` sits in the panel layout.
 fn panel_index(input: usize, output: usize, in_dim: usize) -> usize {
@@ -174,58 +178,29 @@ impl PackedLinear {
         out: SharedOut,
         avx512: bool,
     ) {
-        #[cfg(target_arch = "x86_64")]
-        if avx512 {
-            // SAFETY: V4 means AVX-512F; the caller's other guarantees carry over.
-            unsafe { self.run_panels_avx512(x, row_range, panel_range, out) };
-            return;
-        }
-        for panel in panel_range {
-            let mut row = row_range.start;
-            while row < row_range.end {
-                let tile_rows = TILE_ROWS.min(row_range.end - row);
-                let tile = self.tile(x, row, tile_rows, panel..panel + 1, out);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: the caller checked the features; the tile is inside `out`.
-                unsafe {
-                    avx2::tile(&tile, tile_rows)
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                let _ = (tile, tile_rows);
-                row += tile_rows;
-            }
-        }
-    }
-
-    /// The AVX-512 walk: tiles of up to 12 rows by two panels (24 accumulators of 32), so each
-    /// broadcast activation feeds two FMAs and each weight load twelve.
-    ///
-    /// # Safety
-    /// As `run_panels`, with AVX-512F present.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn run_panels_avx512(
-        &self,
-        x: &[f32],
-        row_range: std::ops::Range<usize>,
-        panel_range: std::ops::Range<usize>,
-        out: SharedOut,
-    ) {
+        // AVX2: tiles of 6 rows by one panel. AVX-512: up to 12 rows by two panels (24
+        // accumulators of 32), so each broadcast activation feeds two FMAs and each weight load
+        // twelve; a lone last panel goes alone.
+        let (panel_step, max_tile_rows) = if avx512 { (2, AVX512_TILE_ROWS) } else { (1, TILE_ROWS) };
         let mut panel = panel_range.start;
         while panel < panel_range.end {
-            let pair = panel + 1 < panel_range.end;
-            let panels = if pair { panel..panel + 2 } else { panel..panel + 1 };
+            let panels = panel..(panel + panel_step).min(panel_range.end);
             let mut row = row_range.start;
             while row < row_range.end {
-                let tile_rows = avx512::TILE_ROWS.min(row_range.end - row);
+                let tile_rows = max_tile_rows.min(row_range.end - row);
                 let tile = self.tile(x, row, tile_rows, panels.clone(), out);
-                // SAFETY: the caller checked AVX-512F; the tile is inside `out`.
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the caller checked the features (AVX-512F where `avx512`); the tile is
+                // inside `out`.
                 unsafe {
-                    if pair {
-                        avx512::tile::<2>(&tile, tile_rows)
-                    } else {
-                        avx512::tile::<1>(&tile, tile_rows)
+                    match (avx512, panels.len()) {
+                        (true, 2) => avx512::tile::<2>(&tile, tile_rows),
+                        (true, _) => avx512::tile::<1>(&tile, tile_rows),
+                        (false, _) => avx2::tile(&tile, tile_rows),
                     }
                 };
+                #[cfg(not(target_arch = "x86_64"))]
+                let _ = tile;
                 row += tile_rows;
             }
             panel = panels.end;
@@ -362,9 +337,6 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Tile, PANEL};
-
-    /// 12 rows x 2 panels = 24 accumulators, plus 2 weight registers and a broadcast, of 32.
-    pub(super) const TILE_ROWS: usize = 12;
 
     /// # Safety
     /// AVX-512F is present; `tile.weights` holds `P` panels; `tile.out` is valid for `rows` rows

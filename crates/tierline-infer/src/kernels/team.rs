@@ -145,7 +145,7 @@ impl Drop for Release<'_> {
 /// leads a team, or a team of one, runs `f` as it is.
 pub fn with_team<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     let threads = threads.min(rayon::current_num_threads());
-    if threads <= 1 || LEADING.with(|leading| !leading.get().is_null()) {
+    if threads <= 1 || leading() {
         return f();
     }
     let team = Team::new();

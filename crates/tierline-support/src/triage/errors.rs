@@ -42,8 +42,9 @@ fn is_identifier(word: &str) -> bool {
 fn is_client_status(word: &str, preceding: Option<char>, following: Option<char>) -> bool {
     let digits = word.strip_suffix('s').unwrap_or(word);
     let status = digits.len() == 3 && digits.starts_with('4') && digits.chars().all(|c| c.is_ascii_digit());
-    let amount_or_part = preceding.is_some_and(|c| "$€£¥.,:/#-".contains(c))
-        || following.is_some_and(|c| ".,:/%€$-".contains(c) && c != '.' || c == '%');
+    // A full stop after the number may end the sentence, so it does not disqualify it.
+    let amount_or_part =
+        preceding.is_some_and(|c| "$€£¥.,:/#-".contains(c)) || following.is_some_and(|c| ",:/%€$-".contains(c));
     status && !amount_or_part
 }
 
